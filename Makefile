@@ -1,0 +1,20 @@
+# The two commands of the README: `make run` and `make test`. Both set everything up first.
+.PHONY: run test bench lint setup
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	.venv/bin/genre-bot
+
+# espeak-ng and sox synthesise the speech and noise clips some tests use.
+test:
+	@scripts/setup.sh espeak-ng sox
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python -m bench
+
+lint: setup
+	.venv/bin/ruff check .

@@ -1,0 +1,241 @@
+"""Decoding: any format ffmpeg reads → mono float32 at 22,050 Hz, and the analysis windows.
+
+ffmpeg does the decoding and pydub wraps the PCM it returns. We call ffmpeg ourselves rather than
+through ``AudioSegment.from_file`` because pydub offers no timeout and a hostile file must not be
+able to hang a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydub import AudioSegment
+from pydub.utils import get_encoder_name, get_prober_name, which
+
+from genre_core.errors import (
+    CorruptAudioError,
+    DecoderMissingError,
+    DecodeTimeoutError,
+    EmptyAudioError,
+    NotAudioError,
+    SilentAudioError,
+    TooLargeError,
+    TooLongError,
+    TooShortError,
+)
+from genre_core.settings import SAMPLE_RATE, Limits
+
+#: A clip whose loudest sample stays below this (about -66 dBFS) is treated as silence.
+SILENCE_PEAK = 5e-4
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: mono float32 samples in [-1, 1]."""
+
+    samples: np.ndarray
+    sr: int = SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sr
+
+
+def decode(source: bytes | str | Path, limits: Limits = Limits()) -> Audio:
+    """Decode a file (path or raw bytes) to mono float32 at 22,050 Hz.
+
+    Parameters
+    ----------
+    source : bytes, str or Path
+        The encoded file: anything ffmpeg reads (mp3, wav, ogg, opus, flac, m4a, webm, mp4).
+    limits : Limits
+        Size, duration and time limits.
+
+    Returns
+    -------
+    Audio
+
+    Raises
+    ------
+    AudioError
+        A subclass saying what is wrong, in words a person understands.
+    """
+    with _as_file(source, limits) as path:
+        probe = _probe(path, limits)
+        pcm = _run_ffmpeg(path, limits, probe)
+    segment = AudioSegment(data=pcm, sample_width=2, frame_rate=SAMPLE_RATE, channels=1)
+    samples = np.asarray(segment.get_array_of_samples(), dtype=np.float32) / 32768.0
+    audio = Audio(samples)
+    _check_content(audio, limits)
+    return audio
+
+
+def analysis_windows(
+    audio: Audio, window_s: float, max_windows: int
+) -> list[tuple[float, np.ndarray]]:
+    """Cut a clip into analysis windows: ``(start_s, samples)`` pairs.
+
+    A clip no longer than 1.2 windows is a single window (the features are means and
+    variances, so a window's length hardly shifts them). A longer song gets
+    ``min(max_windows, ceil(duration / window_s))`` windows spread evenly from its start to its
+    end, so a long song is heard throughout rather than only in its first seconds.
+    """
+    size = int(round(window_s * audio.sr))
+    total = len(audio.samples)
+    if total <= size * 1.2:
+        return [(0.0, audio.samples)]
+    count = min(max_windows, math.ceil(total / size))
+    starts = np.linspace(0, total - size, count).round().astype(int)
+    return [(start / audio.sr, audio.samples[start : start + size]) for start in starts]
+
+
+@contextmanager
+def _as_file(source: bytes | str | Path, limits: Limits) -> Iterator[Path]:
+    """Yield a path to the input, writing bytes to a temporary file (ffmpeg needs to seek)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        _check_size(len(source), limits)
+        with tempfile.NamedTemporaryFile(prefix="genre-", suffix=".bin") as tmp:
+            tmp.write(source)
+            tmp.flush()
+            yield Path(tmp.name)
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise NotAudioError(f"There is no file at {path}.")
+    _check_size(path.stat().st_size, limits)
+    yield path
+
+
+def _check_size(size: int, limits: Limits) -> None:
+    if size == 0:
+        raise EmptyAudioError("That file is empty (0 bytes).")
+    if size > limits.max_bytes:
+        raise TooLargeError(
+            f"That file is {_mb(size)}; the limit is {_mb(limits.max_bytes)}. "
+            "Try a shorter excerpt or a compressed format such as mp3 or ogg."
+        )
+
+
+def _tool(name: str) -> str:
+    path = which(name)
+    if path is None:
+        raise DecoderMissingError(
+            f"The audio decoder ({name}) is not installed on the server, so no audio can be read. "
+            "An admin needs to install ffmpeg."
+        )
+    return path
+
+
+def _run(cmd: list[str], limits: Limits) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, timeout=limits.decode_timeout_s, check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DecodeTimeoutError(
+            f"Decoding took longer than {limits.decode_timeout_s:g} s and was stopped. "
+            "The file may be damaged or unusually complex."
+        ) from exc
+
+
+def _probe(path: Path, limits: Limits) -> dict:
+    """Ask ffprobe what the file is, so a refusal can say why before any decoding."""
+    cmd = [
+        _tool(get_prober_name()), "-v", "error", "-of", "json",
+        "-show_entries", "format=format_name,duration:stream=codec_type,codec_name",
+        str(path),
+    ]
+    result = _run(cmd, limits)
+    if result.returncode != 0:
+        raise NotAudioError(
+            "That doesn't look like an audio file: the decoder could not recognise its format."
+        )
+    info = json.loads(result.stdout or b"{}")
+    streams = info.get("streams", [])
+    fmt = info.get("format", {})
+    if not any(s.get("codec_type") == "audio" for s in streams):
+        if any(s.get("codec_type") == "video" for s in streams):
+            kind = "an image" if _is_image(fmt, streams) else "a video without a sound track"
+            raise NotAudioError(f"That file is {kind}, not audio.")
+        raise NotAudioError("That file contains no audio stream.")
+    duration = _float(fmt.get("duration"))
+    if duration is not None and duration > limits.max_input_duration_s:
+        raise TooLongError(
+            f"That recording is {_minutes(duration)} long; the limit is "
+            f"{_minutes(limits.max_input_duration_s)}. Send an excerpt instead."
+        )
+    return info
+
+
+def _is_image(fmt: dict, streams: list[dict]) -> bool:
+    image_codecs = {"png", "mjpeg", "gif", "webp", "bmp", "tiff"}
+    return "pipe" in fmt.get("format_name", "") or any(
+        s.get("codec_name") in image_codecs for s in streams
+    )
+
+
+def _run_ffmpeg(path: Path, limits: Limits, probe: dict) -> bytes:
+    cmd = [
+        _tool(get_encoder_name()), "-nostdin", "-v", "error", "-i", str(path),
+        "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+        # Never decode more than the longest accepted input, whatever the header claims.
+        "-t", f"{limits.max_input_duration_s + 1:g}",
+        "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1",
+    ]
+    result = _run(cmd, limits)
+    if result.returncode != 0 or not result.stdout:
+        fmt = probe.get("format", {}).get("format_name", "unknown")
+        if result.returncode == 0:
+            raise EmptyAudioError("That file's audio track is empty.")
+        raise CorruptAudioError(
+            f"That file looks like {fmt} audio but could not be decoded: it may be damaged or "
+            "incomplete."
+        )
+    # An odd byte count means a truncated last sample; drop it.
+    return result.stdout[: len(result.stdout) // 2 * 2]
+
+
+def _check_content(audio: Audio, limits: Limits) -> None:
+    if len(audio.samples) == 0:
+        raise EmptyAudioError("That file's audio track is empty.")
+    if audio.duration_s > limits.max_input_duration_s:
+        raise TooLongError(
+            f"That recording is longer than {_minutes(limits.max_input_duration_s)}. "
+            "Send an excerpt instead."
+        )
+    if audio.duration_s < limits.min_duration_s:
+        raise TooShortError(
+            f"That clip is only {audio.duration_s:.1f} s long; at least "
+            f"{limits.min_duration_s:g} s of music is needed to tell its genre."
+        )
+    if float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
+        raise SilentAudioError("That clip is silent: there is nothing to listen to.")
+
+
+def _float(value: object) -> float | None:
+    try:
+        result = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def _minutes(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+

@@ -1,0 +1,158 @@
+"""The ``genre`` command line: predict, train, evaluate, info.
+
+Errors exit non-zero with the typed error's message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from genre_core.data import default_data_dir
+from genre_core.errors import GenreError
+from genre_core.result import Prediction
+
+BAR_WIDTH = 24
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except GenreError as error:
+        print(f"genre: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genre", description="Tell the music genre of a song.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    predict = sub.add_parser("predict", help="classify audio files")
+    predict.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    predict.add_argument("--json", action="store_true", help="one JSON object per file")
+    predict.add_argument("--model", type=Path, help="model directory (default: the shipped one)")
+    predict.set_defaults(run=_predict)
+
+    train = sub.add_parser("train", help="train a model from ../shared/data")
+    train.add_argument("--out", type=Path, default=Path("models/genre"), help="artifact directory")
+    _data_options(train)
+    train.set_defaults(run=_train)
+
+    evaluate = sub.add_parser("evaluate", help="measure the training recipe honestly")
+    evaluate.add_argument(
+        "--protocol", choices=["track-kfold", "fault-filtered", "all"], default="all",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_options(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    info = sub.add_parser("info", help="show the current model's version and metrics")
+    info.add_argument("--model", type=Path)
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=None, help="data directory (../shared/data)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="override training epochs")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from genre_core.pipeline import Classifier
+
+    classifier = Classifier.load(args.model)
+    failures = 0
+    for path in args.files:
+        try:
+            prediction = classifier.classify(path)
+        except GenreError as error:
+            failures += 1
+            if args.json:
+                print(json.dumps({"file": str(path), "error": error.code, "message": str(error)}))
+            else:
+                print(f"{path}: {error}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), **prediction.to_dict()}))
+        else:
+            print(format_table(path, prediction))
+    return 2 if failures else 0
+
+
+def format_table(path: Path, prediction: Prediction) -> str:
+    """A readable answer for a terminal."""
+    lines = [f"{path}: {prediction.summary}"]
+    if prediction.music:
+        for genre, probability in prediction.ranked:
+            bar = "█" * round(probability * BAR_WIDTH)
+            lines.append(f"  {genre:<10} {bar:<{BAR_WIDTH}} {probability:6.1%}")
+    else:
+        lines.append(f"  P(music) = {prediction.music_probability:.2f}")
+    if prediction.tags:
+        lines.append("  style: " + ", ".join(tag for tag, _ in prediction.tags))
+    if len(prediction.windows) > 1:
+        timeline = ", ".join(f"{w.start_s:.0f}s {w.genre}" for w in prediction.windows)
+        lines.append(f"  windows: {timeline}")
+    timings = ", ".join(f"{k} {v:.0f} ms" for k, v in prediction.timings_ms.items())
+    lines.append(f"  analysed {prediction.analysed_s:.1f} s of {prediction.duration_s:.1f} s; "
+                 f"{timings}")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from genre_core.training import train
+
+    metrics = train(args.data or default_data_dir(), args.out, seed=args.seed,
+                    epochs=args.epochs, progress=lambda m: print(f"· {m}", file=sys.stderr))
+    for report in metrics["protocols"].values():
+        print(_format_report(report))
+    print(f"model written to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from genre_core.training import evaluate
+
+    reports = evaluate(args.data or default_data_dir(), protocol=args.protocol, seed=args.seed,
+                       epochs=args.epochs, progress=lambda m: print(f"· {m}", file=sys.stderr))
+    if args.json:
+        out: dict[str, Any] = reports[0] if len(reports) == 1 else {
+            **reports[0], "protocols": {r["protocol"]: r for r in reports},
+        }
+        print(json.dumps(out))
+    else:
+        print("\n\n".join(_format_report(r) for r in reports))
+    return 0
+
+
+def _format_report(report: dict[str, Any]) -> str:
+    genres = report["genres"]
+    lines = [
+        f"{report['protocol']}: {report['description']}",
+        f"  accuracy {report['accuracy']:.1%}   macro-F1 {report['macro_f1']:.3f}   "
+        f"ECE {report['ece']:.3f}   ({report['n_tracks']} tracks)",
+        "  confusion (rows: true, columns: predicted)",
+        "  " + " " * 10 + " ".join(f"{g[:4]:>4}" for g in genres),
+    ]
+    for genre, row in zip(genres, report["confusion"], strict=True):
+        lines.append(f"  {genre:<10}" + " ".join(f"{n:>4}" for n in row))
+    return "\n".join(lines)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from genre_core.pipeline import Classifier
+
+    print(json.dumps(Classifier.load(args.model).info, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Featurizers turn one analysis window of audio into the vector a genre head reads.
+
+A model family is a featurizer plus the same kind of MLP head; the artifact records its family,
+and :func:`featurizer_for` rebuilds the matching featurizer, so pipeline stages stay swappable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from genre_core import features
+
+
+class Featurizer(Protocol):
+    family: str
+    #: Analysis window length in seconds.
+    window_s: float
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    def transform(self, y: np.ndarray, sr: int) -> np.ndarray: ...
+
+
+class TableFeaturizer:
+    """The 57 GTZAN Kaggle features over 30-s windows (the published table's recipe)."""
+
+    family = "table"
+    window_s = 30.0
+
+    @property
+    def feature_names(self) -> list[str]:
+        return features.FEATURE_NAMES
+
+    def transform(self, y: np.ndarray, sr: int) -> np.ndarray:
+        return features.extract(y, sr)
+
+
+def featurizer_for(family: str) -> Featurizer:
+    if family == "table":
+        return TableFeaturizer()
+    if family == "musicnn":
+        from genre_core.musicnn import MusicnnFeaturizer
+
+        return MusicnnFeaturizer()
+    raise ValueError(f"Unknown model family {family!r}")

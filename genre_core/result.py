@@ -1,0 +1,55 @@
+"""The one result type that travels from the core to every face (CLI table, JSON, Discord embed).
+
+Faces format a :class:`Prediction`; they never recompute it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WindowPrediction:
+    """What the model heard in one analysis window of the clip."""
+
+    start_s: float
+    end_s: float
+    genre: str
+    probabilities: dict[str, float]
+    music_probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A whole clip's answer.
+
+    ``genre`` is ``None`` when the clip is not music. ``probabilities`` always covers all ten
+    genres, is calibrated and sums to 1. ``unsure`` marks a close call between ``candidates``.
+    """
+
+    genre: str | None
+    probabilities: dict[str, float]
+    windows: list[WindowPrediction]
+    duration_s: float
+    analysed_s: float
+    timings_ms: dict[str, float]
+    music: bool = True
+    music_probability: float = 1.0
+    sounds_like: str | None = None
+    unsure: bool = False
+    candidates: list[str] = field(default_factory=list)
+    summary: str = ""
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    model_family: str = ""
+    model_version: str = ""
+
+    @property
+    def ranked(self) -> list[tuple[str, float]]:
+        """Genres from most to least likely."""
+        return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = [{"tag": t, "probability": p} for t, p in self.tags]
+        return data
