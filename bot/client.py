@@ -1,0 +1,244 @@
+"""The bot: start-up and wiring only. Everything a user can do lives in a cog (``bot/cogs``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+from discord.gateway import DiscordWebSocket
+
+from bot.download import url_session
+from bot.settings import BotSettings
+from genre_core.errors import GenreError, ModelError
+from genre_core.jobs import (
+    ClassifyJobs,
+    CompareTarget,
+    ProcessJobs,
+    RetrainTarget,
+    default_workers,
+)
+from genre_core.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.classify", "bot.cogs.admin")
+
+#: Builds the job runner for a model directory; awaited in ``setup_hook``, before READY.
+JobsFactory = Callable[[Path, BotSettings], Awaitable[ClassifyJobs]]
+
+GENERIC_ERROR = "Something went wrong on my side. Please try again in a moment."
+#: On shutdown, requests already accepted get this long to be answered.
+SHUTDOWN_GRACE_S = 30.0
+
+
+async def process_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
+    """The production job runner: a process pool sized to the machine, warmed up."""
+    workers = settings.workers or default_workers()
+    # Bound: one job running per worker plus ``queue_size`` waiting; beyond that, "busy".
+    return await ProcessJobs.create(
+        model_dir,
+        workers=workers,
+        limits=settings.limits,
+        max_pending=workers + settings.queue_size,
+    )
+
+
+def use_endpoints(api_base: str, gateway_url: str) -> tuple[str, yarl.URL]:
+    """Point discord.py at a Discord-compatible server; returns the previous endpoints.
+
+    discord.py builds every REST URL (webhooks and interaction follow-ups included) from
+    ``Route.BASE``, and opens the first gateway connection at ``DiscordWebSocket.DEFAULT_GATEWAY``
+    (it does not ask ``GET /gateway/bot``; resumes go to READY's ``resume_gateway_url``). Both are
+    class attributes, so they apply to the whole process.
+    """
+    previous = (discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    discord.http.Route.BASE = api_base.rstrip("/")
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    return previous
+
+
+def error_message(error: Exception) -> str:
+    """What to tell the user about an app-command error (logs the unexpected ones)."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original  # what the command raised
+    if isinstance(error, GenreError):
+        return str(error)
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "That command only works in a server."
+    if isinstance(error, app_commands.MissingPermissions):
+        return "You don't have permission to do that."
+    if isinstance(error, app_commands.CheckFailure):
+        return str(error) or "You can't use that command here."
+    log.error("unexpected error in an app command", exc_info=error)
+    return GENERIC_ERROR
+
+
+async def answer_ephemerally(interaction: discord.Interaction, text: str) -> None:
+    """Tell only the user who invoked the command, whatever state the interaction is in.
+
+    After a public deferral Discord turns the first follow-up into the "thinking..." message,
+    public whatever its flags. So that placeholder is completed and deleted first; the
+    follow-up after it is a new message, and ephemeral.
+    """
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            # Already gone, or the token expired: the follow-up below still reaches the user.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(content="⚠️")
+                await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not deliver an error message to %s", interaction.user.id, exc_info=True)
+
+
+class Inflight:
+    """Counts requests being answered, so that shutdown can let them finish first."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight; ``False`` if that took longer than ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+
+class GenreTree(app_commands.CommandTree):
+    """The command tree, with the one error handler every app command shares."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        await answer_ephemerally(interaction, error_message(error))
+
+
+class GenreBot(commands.Bot):
+    """genre-bot: loads the model and warms it up before READY, then serves the cogs.
+
+    Parameters
+    ----------
+    settings : BotSettings
+        Read once at start-up.
+    jobs_factory : callable
+        Builds the job runner; the process pool by default (tests pass stand-ins).
+    retrain_target, compare_target : callable or str
+        What ``/retrain`` runs in its child process; ``genre_core.training`` by default.
+    """
+
+    def __init__(
+        self,
+        settings: BotSettings,
+        *,
+        jobs_factory: JobsFactory = process_jobs,
+        retrain_target: RetrainTarget = "genre_core.training:retrain",
+        compare_target: CompareTarget = "genre_core.training:is_not_worse",
+    ) -> None:
+        # The bot never joins voice: don't warn at start-up that voice libraries are missing.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: attachments arrive only with it
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=GenreTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.jobs_factory = jobs_factory
+        self.retrain_target = retrain_target
+        self.compare_target = compare_target
+        self._previous_endpoints = use_endpoints(settings.api_base, settings.gateway_url)
+        self.inflight = Inflight()
+        self.closing = False
+        # Set in setup_hook:
+        self.jobs: ClassifyJobs
+        self.session: aiohttp.ClientSession
+        self.url_session: aiohttp.ClientSession
+        self.registry: ModelRegistry
+
+    async def setup_hook(self) -> None:
+        # Runs after login and before the gateway connects: READY waits for all of this.
+        timeout = aiohttp.ClientTimeout(total=self.settings.download_timeout_s)
+        self.session = aiohttp.ClientSession(timeout=timeout)
+        self.url_session = url_session(
+            allow_private=self.settings.allow_private_urls,
+            timeout_s=self.settings.download_timeout_s,
+        )
+        self.registry = ModelRegistry(self.settings.state_dir, self.settings.model_dir)
+        self.jobs = await self._start_jobs()
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    async def _start_jobs(self) -> ClassifyJobs:
+        model_dir = self.registry.current_dir()
+        log.info("loading and warming up the model in %s", model_dir)
+        try:
+            return await self.jobs_factory(model_dir, self.settings)
+        except ModelError:
+            if model_dir == self.settings.model_dir:
+                raise
+            # A published version that no longer loads must not keep the bot down.
+            log.exception("model %s failed to load; serving the shipped model", model_dir)
+            return await self.jobs_factory(self.settings.model_dir, self.settings)
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands: to the development guild when one is set, else globally."""
+        if self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("synced %d application commands", len(synced))
+
+    async def on_ready(self) -> None:
+        log.info(
+            "ready as %s (%s) in %d guild(s)",
+            self.user,
+            getattr(self.user, "id", "?"),
+            len(self.guilds),
+        )
+
+    async def close(self) -> None:
+        # Answer what was accepted before closing the connections those answers need.
+        self.closing = True
+        if self.inflight.count and not await self.inflight.wait_idle(SHUTDOWN_GRACE_S):
+            log.warning("closing with %d request(s) unanswered", self.inflight.count)
+        await super().close()
+        for name in ("session", "url_session"):
+            session = getattr(self, name, None)
+            if session is not None and not session.closed:
+                await session.close()
+        jobs = getattr(self, "jobs", None)
+        if jobs is not None:
+            await jobs.close()
+        use_endpoints(self._previous_endpoints[0], str(self._previous_endpoints[1]))

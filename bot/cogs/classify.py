@@ -1,0 +1,249 @@
+"""Classifying clips: audio dropped in a channel, ``/genre``, and the "Classify genre" Apps menu.
+
+Each turns attachments (or a link) into bytes with a size cap, hands them to the job runner and
+formats the :class:`Prediction` it returns. No signal processing here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.download import fetch_attachment, fetch_url, too_large
+from bot.embeds import error_embed, pack, prediction_embed
+from genre_core.errors import GenreError
+from genre_core.result import Prediction
+
+if TYPE_CHECKING:
+    from bot.client import GenreBot
+
+log = logging.getLogger(__name__)
+
+HOURGLASS = "⏳"
+
+#: Extensions worth trying when Discord gives no audio/video content type. Video containers are
+#: included: their soundtrack is what gets classified.
+AUDIO_EXTENSIONS = frozenset(
+    {
+        ".mp3",
+        ".wav",
+        ".wave",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".flac",
+        ".m4a",
+        ".aac",
+        ".wma",
+        ".aif",
+        ".aiff",
+        ".au",
+        ".snd",
+        ".mka",
+        ".amr",
+        ".mp4",
+        ".m4v",
+        ".webm",
+        ".mov",
+        ".mkv",
+        ".3gp",
+    }
+)
+
+
+class UsageError(GenreError):
+    """The command was used in a way it cannot answer (no file, two inputs...)."""
+
+    code = "usage"
+
+
+class UserBusyError(GenreError):
+    """The user already has the allowed number of requests running."""
+
+    code = "user_busy"
+
+
+def is_audio(attachment: discord.Attachment) -> bool:
+    """Whether an attachment looks like audio (or video with a soundtrack) worth analysing.
+
+    Parameters
+    ----------
+    attachment : discord.Attachment
+
+    Returns
+    -------
+    bool
+        By content type first, else by file extension.
+    """
+    content_type = (attachment.content_type or "").split(";", 1)[0].strip().lower()
+    if content_type.startswith(("audio/", "video/")):
+        return True
+    return PurePosixPath(attachment.filename).suffix.lower() in AUDIO_EXTENSIONS
+
+
+class Classify(commands.Cog):
+    """Name the genre of audio files and links."""
+
+    def __init__(self, bot: GenreBot) -> None:
+        self.bot = bot
+        self._active: Counter[int] = Counter()
+        # Context menus cannot live in a cog's class body; discord.py's documented pattern.
+        self.menu = app_commands.ContextMenu(name="Classify genre", callback=self.classify_message)
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    # --- shared steps ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def user_slot(self, user_id: int) -> Iterator[None]:
+        """Hold one of the user's concurrent requests; refuse when they already have enough."""
+        limit = self.bot.settings.user_concurrency
+        if self._active[user_id] >= limit:
+            raise UserBusyError(
+                f"You already have {limit} request{'s' if limit > 1 else ''} being analysed. "
+                "Please wait for the answer before sending more."
+            )
+        self._active[user_id] += 1
+        try:
+            yield
+        finally:
+            self._active[user_id] -= 1
+            if self._active[user_id] <= 0:
+                del self._active[user_id]
+
+    async def analyse(self, attachment: discord.Attachment) -> Prediction:
+        """Download one attachment (size-capped) and classify it; raises ``GenreError``."""
+        settings = self.bot.settings
+        if attachment.size > settings.max_bytes:  # refuse before downloading a byte
+            raise too_large(attachment.size, settings.max_bytes, attachment.filename)
+        data = await fetch_attachment(
+            self.bot.session,
+            attachment.url,
+            max_bytes=settings.max_bytes,
+            timeout_s=settings.download_timeout_s,
+            name=attachment.filename,
+        )
+        return await self.bot.jobs.classify(data, attachment.filename)
+
+    async def outcome(self, attachment: discord.Attachment) -> Prediction | GenreError:
+        """:meth:`analyse`, with any failure turned into an answer instead of an exception."""
+        try:
+            return await self.analyse(attachment)
+        except GenreError as exc:
+            return exc
+        except Exception:
+            log.exception("failed to analyse %s", attachment.filename)
+            return GenreError(
+                "Something went wrong on my side while analysing this clip. Please try again."
+            )
+
+    @staticmethod
+    def embeds(
+        attachments: list[discord.Attachment], outcomes: list[Prediction | GenreError]
+    ) -> list[discord.Embed]:
+        """One embed per attachment, in order: its answer, or why it could not be analysed."""
+        return [
+            error_embed(str(o), a.filename)
+            if isinstance(o, GenreError)
+            else prediction_embed(o, a.filename)
+            for a, o in zip(attachments, outcomes, strict=True)
+        ]
+
+    # --- a file dropped in a channel ------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or not message.attachments or self.bot.closing:
+            return
+        audio = [a for a in message.attachments if is_audio(a)]
+        if not audio:
+            return  # not ours: stay silent
+        try:
+            with self.bot.inflight, self.user_slot(message.author.id):
+                await self._answer_message(message, audio)
+        except UserBusyError as exc:
+            await message.reply(str(exc), mention_author=False)
+
+    async def _answer_message(
+        self, message: discord.Message, audio: list[discord.Attachment]
+    ) -> None:
+        reacted = await self._react(message)
+        try:
+            outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
+            for group in pack(self.embeds(audio, outcomes)):
+                await message.reply(embeds=group, mention_author=False)
+        finally:
+            if reacted:
+                with contextlib.suppress(discord.HTTPException, aiohttp.ClientError):
+                    await message.remove_reaction(HOURGLASS, self.bot.user)  # type: ignore[arg-type]
+
+    async def _react(self, message: discord.Message) -> bool:
+        try:
+            await message.add_reaction(HOURGLASS)
+            return True
+        except discord.HTTPException:  # no permission to react: the reply still comes
+            return False
+
+    # --- /genre --------------------------------------------------------------------------------
+
+    @app_commands.command(name="genre", description="Name the music genre of an audio file or link")
+    @app_commands.describe(
+        file="An audio file: mp3, wav, ogg, flac, m4a...", url="A direct link to an audio file"
+    )
+    async def genre(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment | None = None,
+        url: str | None = None,
+    ) -> None:
+        if (file is None) == (url is None):
+            raise UsageError("Attach one audio file or give one link (not both).")
+        with self.bot.inflight, self.user_slot(interaction.user.id):
+            await interaction.response.defer(thinking=True)
+            if file is not None:
+                name: str | None = file.filename
+                prediction = await self.analyse(file)
+            else:
+                settings = self.bot.settings
+                download = await fetch_url(
+                    self.bot.url_session,
+                    url or "",
+                    max_bytes=settings.max_bytes,
+                    max_redirects=settings.max_redirects,
+                    allow_private=settings.allow_private_urls,
+                )
+                name = download.filename
+                prediction = await self.bot.jobs.classify(download.data, name)
+            await interaction.followup.send(embed=prediction_embed(prediction, name))
+
+    # --- Apps menu: "Classify genre" -----------------------------------------------------------
+
+    async def classify_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        audio = [a for a in message.attachments if is_audio(a)]
+        if not audio:
+            raise UsageError("That message has no audio attachments.")
+        with self.bot.inflight, self.user_slot(interaction.user.id):
+            await interaction.response.defer(thinking=True)
+            outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
+            if all(isinstance(o, GenreError) for o in outcomes) and len(outcomes) == 1:
+                raise outcomes[0]  # type: ignore[misc]  # one failure: answered ephemerally
+            for group in pack(self.embeds(audio, outcomes)):
+                await interaction.followup.send(embeds=group)
+
+
+async def setup(bot: GenreBot) -> None:
+    await bot.add_cog(Classify(bot))
