@@ -38,11 +38,17 @@ class TableFeaturizer:
         return features.extract(y, sr)
 
 
-def featurizer_for(family: str) -> Featurizer:
+def featurizer_for(family: str, settings: dict | None = None) -> Featurizer:
+    """The featurizer of a model family, configured as the artifact's metadata says."""
+    settings = settings or {}
     if family == "table":
         return TableFeaturizer()
     if family == "musicnn":
-        from genre_core.musicnn import MusicnnFeaturizer
+        from genre_core.musicnn import EMBEDDING_KEYS, MusicnnFeaturizer
 
-        return MusicnnFeaturizer()
-    raise ValueError(f"Unknown model family {family!r}")
+        featurizer = MusicnnFeaturizer(groups=settings.get("groups", EMBEDDING_KEYS))
+        featurizer.window_s = float(settings.get("window_s", 30.0))
+        return featurizer
+    from genre_core.errors import ModelMismatchError
+
+    raise ModelMismatchError(f"The model is of an unknown family {family!r}.")

@@ -24,6 +24,8 @@ DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "genre"
 DEFAULT_DETECTOR_DIR = PROJECT_ROOT / "models" / "detector"
 #: A window's top genre must be at least this likely to count in "starts as X, turns into Y".
 WINDOW_CONFIDENT = 0.5
+#: Style tags shown with a learned-family answer.
+TOP_TAGS = 5
 
 
 class Classifier:
@@ -63,7 +65,7 @@ class Classifier:
         and the music detector beside it."""
         model_dir = Path(model_dir or os.environ.get("GENRE_MODEL_DIR") or DEFAULT_MODEL_DIR)
         model = GenreModel.load(model_dir)
-        featurizer = featurizer_for(model.family)
+        featurizer = featurizer_for(model.family, model.metadata_.get("featurizer"))
         if list(featurizer.feature_names) != list(model.feature_names):
             from genre_core.errors import ModelMismatchError
 
@@ -116,7 +118,7 @@ class Classifier:
         timings = dict(timings or {})
         windows = analysis_windows(audio, self.featurizer.window_s, self.limits.max_windows)
         clock = time.perf_counter()
-        X = np.stack([self.featurizer.transform(w, audio.sr) for _, w in windows])
+        X, tags = self._featurize([w for _, w in windows], audio.sr)
         timings["features"] = _since(clock)
 
         clock = time.perf_counter()
@@ -163,9 +165,26 @@ class Classifier:
             unsure=unsure and music,
             candidates=candidates if music else [],
             summary=describe(music, sounds_like, unsure, candidates, per_window),
+            tags=tags if music else [],
             model_family=self.model.family,
             model_version=str(self.model.metadata_.get("version", "")),
         )
+
+
+    def _featurize(
+        self, windows: list[np.ndarray], sr: int
+    ) -> tuple[np.ndarray, list[tuple[str, float]]]:
+        """Feature rows of the windows, and style tags where the featurizer is a network that
+        gives them (from the same network call)."""
+        embed = getattr(self.featurizer, "embed", None)
+        if embed is None:
+            return np.stack([self.featurizer.transform(w, sr) for w in windows]), []
+        embeddings = [embed(w, sr) for w in windows]
+        X = np.stack([self.featurizer.featurize(e) for e in embeddings])
+        every_patch = {"tags": np.concatenate([e["tags"] for e in embeddings])}
+        tags = self.featurizer.top_tags_from(every_patch, k=TOP_TAGS)
+        # musicnn spells its tags as last.fm users did ("Hip-Hop", "Mellow"): show them alike.
+        return X, [(tag.lower(), round(p, 3)) for tag, p in tags]
 
 
 def aggregate(window_probs: np.ndarray) -> np.ndarray:

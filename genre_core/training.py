@@ -7,6 +7,7 @@ temperature and the "unsure" thresholds, so all are stored together.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from genre_core.evaluation import (
     track_kfold,
 )
 from genre_core.features import FEATURE_NAMES, extract
-from genre_core.model import GenreModel, softmax
+from genre_core.model import METADATA_FILE, GenreModel, softmax
 
 Progress = Callable[[str], None]
 #: Cache key of the extractor's output; bump when features.extract changes.
@@ -171,10 +172,43 @@ def train(
 
 def retrain(
     data_dir: Path, out_dir: Path, *, seed: int = 0, progress: Progress | None = None,
-    epochs: int | None = None,
+    epochs: int | None = None, family: str | None = None,
 ) -> dict[str, Any]:
-    """What ``/retrain`` runs: the default family's full training into ``out_dir``."""
-    return train(data_dir, out_dir, seed=seed, epochs=epochs, progress=progress)
+    """What ``/retrain`` runs: a full training of ``family`` (default: the shipped model's) into
+    ``out_dir``, calibration and "unsure" thresholds included.
+
+    Returns the stored metrics plus flat figures for a report: the headline ``accuracy`` and
+    ``macro_f1`` of the family's protocol, its ``ece``, ``temperature`` and thresholds, and for
+    the learned family the table family's accuracy on the same clips.
+    """
+    family = family or shipped_family()
+    if family == "musicnn":
+        from genre_core.comparison import compare
+        from genre_core.learned import train_musicnn
+
+        comparison = compare(data_dir, seed=seed, progress=progress)
+        metrics = train_musicnn(data_dir, out_dir, seed=seed, progress=progress,
+                                comparison=comparison)
+        metrics["table_accuracy_same_clips"] = comparison["families"]["table"]["accuracy"]
+    else:
+        metrics = train(data_dir, out_dir, seed=seed, epochs=epochs, progress=progress)
+        metrics["fault_filtered_accuracy"] = metrics["protocols"]["fault-filtered"]["accuracy"]
+    meta = json.loads((Path(out_dir) / METADATA_FILE).read_text())
+    metrics["ece"] = meta["calibration"].get("ece_after")
+    metrics["temperature"] = meta["calibration"].get("temperature")
+    metrics["unsure_below_probability"] = meta["thresholds"].get("min_probability")
+    metrics["unsure_below_margin"] = meta["thresholds"].get("min_margin")
+    return metrics
+
+
+def shipped_family() -> str:
+    """The family of the shipped default model (``models/genre``)."""
+    from genre_core.pipeline import DEFAULT_MODEL_DIR
+
+    try:
+        return str(json.loads((DEFAULT_MODEL_DIR / METADATA_FILE).read_text())["family"])
+    except (OSError, ValueError, KeyError):
+        return "table"
 
 
 def is_not_worse(new: dict[str, Any], old: dict[str, Any], tolerance: float = 0.0) -> bool:

@@ -41,7 +41,7 @@ def test_prediction_covers_every_genre(classifier: Classifier) -> None:
     assert prediction.duration_s == pytest.approx(8.0, abs=0.1)
     assert len(prediction.windows) == 1
     assert {"decode", "features", "inference", "total"} <= set(prediction.timings_ms)
-    assert prediction.model_family == "table" and prediction.model_version
+    assert prediction.model_family == classifier.model.family and prediction.model_version
 
 
 def test_long_song_is_heard_throughout(classifier: Classifier) -> None:
@@ -94,3 +94,11 @@ def test_cli_evaluate_json_fault_filtered() -> None:
     assert report["n_tracks"] == 290
     assert 0.0 <= report["macro_f1"] <= 1.0 and 0.1 < report["accuracy"] <= 1.0
     assert np.array(report["confusion"]).sum() == 290
+
+
+def test_table_family_is_still_selectable() -> None:
+    table = Classifier.load(DEFAULT_MODEL_DIR.parent / "genre-table")
+    prediction = table.classify(encode(music_like(6.0), "wav"))
+    assert prediction.model_family == "table"
+    assert set(prediction.probabilities) == set(GENRES)
+    assert prediction.tags == []  # only the learned family has a network to name style tags
