@@ -15,22 +15,40 @@ log = logging.getLogger("bot")
 
 
 class RedactFilter(logging.Filter):
-    """Replaces a secret with ``[redacted]`` in every record passing through a handler.
+    """Replaces a secret with ``[redacted]`` in every record passing through a handler: in the
+    message, and in the traceback and stack of an exception logged with it.
 
-    discord.py does not log the token; this guards against anything else that might.
+    discord.py does not log the token; this guards against anything else that might (an
+    exception whose text quotes a request header, say).
     """
+
+    #: The redacted traceback, kept on the record: formatters (discord.py's coloured one among
+    #: them) clear ``exc_text`` after use, and each handler runs this filter again.
+    ATTRIBUTE = "_redacted_exc_text"
 
     def __init__(self, secret: str) -> None:
         super().__init__()
         self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secret:
-            message = record.getMessage()
-            if self.secret in message:
-                record.msg = message.replace(self.secret, "[redacted]")
-                record.args = None
+        if not self.secret:
+            return True
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg = self._redact(message)
+            record.args = None
+        if record.exc_info:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            setattr(record, self.ATTRIBUTE, self._redact(text))
+            record.exc_info = None  # formatters would print it again from here, unredacted
+        if getattr(record, self.ATTRIBUTE, None):
+            record.exc_text = getattr(record, self.ATTRIBUTE)
+        if record.stack_info:
+            record.stack_info = self._redact(record.stack_info)
         return True
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.secret, "[redacted]")
 
 
 def configure_logging(settings: BotSettings, level: int = logging.INFO) -> None:

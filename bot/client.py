@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import discord
@@ -29,6 +30,8 @@ from genre_core.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 EXTENSIONS = ("bot.cogs.classify", "bot.cogs.admin")
 
 #: Builds the job runner for a model directory; awaited in ``setup_hook``, before READY.
@@ -37,6 +40,9 @@ JobsFactory = Callable[[Path, BotSettings], Awaitable[ClassifyJobs]]
 GENERIC_ERROR = "Something went wrong on my side. Please try again in a moment."
 #: On shutdown, requests already accepted get this long to be answered.
 SHUTDOWN_GRACE_S = 30.0
+#: Tries at delivering one answer when Discord fails with a server error, and the first pause.
+DELIVERY_ATTEMPTS = 3
+DELIVERY_BACKOFF_S = 1.0
 
 
 async def process_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
@@ -48,7 +54,52 @@ async def process_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
         workers=workers,
         limits=settings.limits,
         max_pending=workers + settings.queue_size,
+        job_timeout_s=settings.job_timeout_s,
     )
+
+
+async def deliver(
+    send: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = DELIVERY_ATTEMPTS,
+    backoff_s: float = DELIVERY_BACKOFF_S,
+) -> T:
+    """Send an answer, trying again when Discord fails with a server error or the connection
+    drops.
+
+    discord.py already waits out 429s and retries a 500/502/504 a few times; this covers what it
+    gives up on (a 503, a 5xx that persists, a reset connection), so an answer that took seconds
+    of analysis is not lost to one bad moment. 4xx answers are not retried: they would fail
+    again.
+
+    Parameters
+    ----------
+    send : callable
+        Makes the request, e.g. ``lambda: message.reply(...)``; called once per try.
+    attempts : int
+        Tries in all.
+    backoff_s : float
+        Pause before the second try; it doubles after each failure.
+
+    Returns
+    -------
+    Any
+        What ``send`` returned.
+    """
+    for attempt in range(attempts):
+        try:
+            return await send()
+        except (discord.DiscordServerError, aiohttp.ClientError, OSError) as exc:
+            if attempt == attempts - 1:
+                raise
+            delay = backoff_s * 2**attempt
+            log.warning(
+                "Discord did not take an answer (%s); trying again in %.0f s",
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def use_endpoints(api_base: str, gateway_url: str) -> tuple[str, yarl.URL]:

@@ -52,9 +52,14 @@ class BotSettings(BaseSettings):
     max_redirects: int = Field(3, ge=0, validation_alias=_env("GENRE_MAX_REDIRECTS"))
     allow_private_urls: bool = Field(False, validation_alias=_env("GENRE_ALLOW_PRIVATE_URLS"))
 
+    decode_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("GENRE_DECODE_TIMEOUT_S"))
+    job_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("GENRE_JOB_TIMEOUT_S"))
+
     workers: int = Field(0, ge=0, validation_alias=_env("GENRE_WORKERS"))
     queue_size: int = Field(16, ge=1, validation_alias=_env("GENRE_QUEUE_SIZE"))
     user_concurrency: int = Field(2, ge=1, validation_alias=_env("GENRE_USER_CONCURRENCY"))
+    user_rate: int = Field(6, ge=1, validation_alias=_env("GENRE_USER_RATE"))
+    user_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("GENRE_USER_RATE_WINDOW_S"))
 
     admin_permission: AdminPermission = Field(
         "manage_guild", validation_alias=_env("GENRE_ADMIN_PERMISSION")
@@ -84,7 +89,11 @@ class BotSettings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """Audio limits for the classifier, from these settings."""
-        return Limits(max_bytes=self.max_bytes, max_input_duration_s=self.max_duration_s)
+        return Limits(
+            max_bytes=self.max_bytes,
+            max_input_duration_s=self.max_duration_s,
+            decode_timeout_s=self.decode_timeout_s,
+        )
 
 
 def load_settings() -> BotSettings:

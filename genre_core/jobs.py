@@ -62,6 +62,19 @@ class WorkerCrashedError(GenreError):
         super().__init__(message)
 
 
+class JobTimeoutError(GenreError):
+    """Analysing one clip took longer than the job time limit; its worker was stopped."""
+
+    code = "job_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"Analysing this clip took longer than {timeout_s:g} s, so I stopped. The file may "
+            "be damaged or unusually complex; a shorter excerpt may work."
+        )
+        self.timeout_s = timeout_s
+
+
 class TrainingError(GenreError):
     """Retraining failed or its process died."""
 
@@ -217,8 +230,14 @@ class ProcessJobs:
 
     Each worker loads and warms the classifier once (librosa's numba compilation included), so no
     user waits for it. At most ``max_pending`` jobs are accepted at a time (running plus queued);
-    beyond that :class:`BusyError`. A worker that dies fails its job with
-    :class:`WorkerCrashedError` and the pool is rebuilt.
+    beyond that :class:`BusyError`. Jobs wait here, not in the pool, so each one's clock starts when
+    a worker takes it: one that runs past ``job_timeout_s`` fails with :class:`JobTimeoutError` and
+    its worker is killed (ffmpeg has its own timeout, but a hostile file could hang anything).
+
+    A worker that dies breaks the whole pool (``ProcessPoolExecutor`` fails every job in it). The
+    job that was running fails with :class:`WorkerCrashedError` (it may be what killed the
+    worker); jobs that were not yet in the pool, or whose worker was killed for another job's
+    timeout, run again on the rebuilt pool.
 
     Parameters
     ----------
@@ -234,6 +253,8 @@ class ProcessJobs:
         Module-level ``loader(model_dir, limits)`` returning a classifier; the real one by default.
     start_timeout_s : float
         How long workers may take to load and warm up.
+    job_timeout_s : float or None
+        How long one job may run; None: no limit.
 
     Examples
     --------
@@ -250,16 +271,22 @@ class ProcessJobs:
         limits: Limits = Limits(),
         loader: ClassifierLoader = load_classifier,
         start_timeout_s: float = 300.0,
+        job_timeout_s: float | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.workers = workers or default_workers()
         self.limits = limits
         self.loader = loader
         self.start_timeout_s = start_timeout_s
+        self.job_timeout_s = job_timeout_s
         self._admission = _Admission(max_pending)
+        # One job per worker in the pool at a time: the rest queue here, off the clock.
+        self._running = asyncio.Semaphore(self.workers)
         self._pool: ProcessPoolExecutor | None = None
         self._info: dict[str, Any] = {}
         self._generation = 0
+        self._killed: set[int] = set()  # generations whose workers were killed on purpose
+        self._background: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -327,6 +354,8 @@ class ProcessJobs:
         ------
         BusyError
             The queue is full.
+        JobTimeoutError
+            The job ran past ``job_timeout_s``; its worker was killed and the pool is rebuilt.
         WorkerCrashedError
             The worker died; the pool is rebuilt for the next job.
         GenreError
@@ -335,14 +364,56 @@ class ProcessJobs:
         if self._closed or self._pool is None:
             raise GenreError("The analyser is not running.")
         with self._admission.slot():
-            generation = self._generation
-            try:
-                future = self._pool.submit(_worker_classify, data, filename)
-                return await asyncio.wrap_future(future)
-            except BrokenProcessPool:
+            async with self._running:
+                # Two tries at most, and a second only when this job did not break the pool.
+                for _ in range(2):
+                    outcome = await self._run_once(data, filename)
+                    if isinstance(outcome, Prediction):
+                        return outcome
+                    if outcome == "crashed":
+                        break
+                raise WorkerCrashedError()
+
+    async def _run_once(self, data: bytes, filename: str | None) -> Prediction | str:
+        """One attempt: the prediction, ``"retry"`` (the pool broke under someone else's job) or
+        ``"crashed"`` (the pool broke while this job ran)."""
+        if self._closed or self._pool is None:
+            raise GenreError("The analyser is not running.")
+        generation, pool = self._generation, self._pool
+        try:
+            future = pool.submit(_worker_classify, data, filename)
+        except BrokenProcessPool:
+            await self._recover(generation)  # broken before this job reached it
+            return "retry"
+        wrapped = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait({wrapped}, timeout=self.job_timeout_s)
+        if not done:
+            wrapped.cancel()  # the worker is killed below; nobody reads this future's error
+            log.error("a job ran past %s s; killing its worker", self.job_timeout_s)
+            self._kill(generation, pool)
+            raise JobTimeoutError(self.job_timeout_s or 0.0)
+        try:
+            return wrapped.result()
+        except BrokenProcessPool:
+            killed_on_purpose = generation in self._killed
+            if not killed_on_purpose:
                 log.error("an analysis worker died; rebuilding the pool")
-                await self._recover(generation)
-                raise WorkerCrashedError() from None
+            await self._recover(generation)
+            return "retry" if killed_on_purpose else "crashed"
+
+    def _kill(self, generation: int, pool: ProcessPoolExecutor) -> None:
+        """Kill a pool's workers (one hung worker breaks the pool anyway) and rebuild it in the
+        background, so the user whose job timed out is answered now."""
+        self._killed.add(generation)
+        # CPython detail: the executor keeps its worker processes here. Process.kill() only
+        # signals a process that has not been reaped, so a recycled pid is never hit.
+        processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            with contextlib.suppress(Exception):
+                process.kill()
+        task = asyncio.get_running_loop().create_task(self._recover(generation))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _recover(self, generation: int) -> None:
         async with self._lock:
@@ -379,6 +450,8 @@ class ProcessJobs:
     async def close(self) -> None:
         """Stop the workers (waits for them to exit)."""
         self._closed = True
+        for task in list(self._background):
+            task.cancel()
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
@@ -405,6 +478,9 @@ class ThreadJobs:
         Jobs accepted at once, running and waiting.
     limits : Limits
         Audio limits, passed to the classifier.
+    job_timeout_s : float or None
+        How long one job may run before :class:`JobTimeoutError`. A thread cannot be killed:
+        the stuck one keeps its thread until it returns.
     """
 
     def __init__(
@@ -415,10 +491,12 @@ class ThreadJobs:
         workers: int = 1,
         max_pending: int = 16,
         limits: Limits = Limits(),
+        job_timeout_s: float | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.loader = loader
         self.limits = limits
+        self.job_timeout_s = job_timeout_s
         self._admission = _Admission(max_pending)
         self._executor: Executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="genre-job"
@@ -453,9 +531,12 @@ class ThreadJobs:
             raise GenreError("The analyser is not running.")
         with self._admission.slot():
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, self._classifier.classify, data, filename
-            )
+            job = loop.run_in_executor(self._executor, self._classifier.classify, data, filename)
+            done, _ = await asyncio.wait({job}, timeout=self.job_timeout_s)
+            if not done:
+                job.cancel()  # the answer goes out now; the thread finishes on its own
+                raise JobTimeoutError(self.job_timeout_s or 0.0)
+            return job.result()
 
     async def reload(self, model_dir: Path) -> None:
         """Load ``model_dir``, then swap it in; on failure the old classifier keeps serving."""

@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 
 from genre_core.audio import decode
-from genre_core.errors import ModelMissingError
+from genre_core.errors import ModelMismatchError, ModelMissingError
 from genre_core.jobs import ClassifyJobs, ThreadJobs
 from genre_core.result import Prediction, WindowPrediction
 from genre_core.settings import SAMPLE_RATE, Limits
@@ -108,10 +108,14 @@ def mp3_clip_2() -> bytes:
 # --- stand-ins for the model ---------------------------------------------------------------------
 
 
+#: The stand-in's "weights": :class:`StubClassifier` refuses a model file holding anything else.
+STUB_WEIGHTS = b"stand-in weights"
+
+
 def make_stub_artifact(directory: Path, version: str, accuracy: float) -> Path:
     """A directory the registry accepts as a complete artifact and :func:`load_stub` loads."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.keras").write_bytes(b"stand-in weights")
+    (directory / "model.keras").write_bytes(STUB_WEIGHTS)
     (directory / "metadata.json").write_text(
         json.dumps(
             {
@@ -136,8 +140,11 @@ class StubClassifier:
     def __init__(self, model_dir: Path, limits: Limits, burn_per_audio_s: float = 0.0) -> None:
         try:
             self.meta = json.loads((Path(model_dir) / "metadata.json").read_text())
+            weights = (Path(model_dir) / "model.keras").read_bytes()
         except (OSError, ValueError) as exc:
             raise ModelMissingError(f"No usable model in {model_dir}.") from exc
+        if weights != STUB_WEIGHTS:  # what a half-written model file looks like to a loader
+            raise ModelMismatchError(f"The model file in {model_dir} is damaged or incomplete.")
         self.model_dir = Path(model_dir)
         self.limits = limits
         self.burn_per_audio_s = burn_per_audio_s
@@ -196,13 +203,35 @@ def load_crashing_stub(model_dir: Path, limits: Limits) -> StubClassifier:
     return CrashingStub(model_dir, limits)
 
 
+class HangingStub(StubClassifier):
+    """Never finishes a file named ``hang.wav``: what a worker stuck in native code looks like
+    from outside (it sleeps, so it costs no CPU). Writes its pid to the file named by
+    ``GENRE_TEST_HANG_PID_FILE`` first, when set. ``slow.wav`` takes ``SLOW_S`` seconds."""
+
+    SLOW_S = 3.0
+
+    def classify(self, source: bytes | Path, filename: str | None = None) -> Prediction:
+        if filename == "hang.wav":
+            if pid_file := os.environ.get("GENRE_TEST_HANG_PID_FILE"):
+                Path(pid_file).write_text(str(os.getpid()))
+            time.sleep(3600)
+        if filename == "slow.wav":
+            time.sleep(self.SLOW_S)
+        return super().classify(source, filename)
+
+
+def load_hanging_stub(model_dir: Path, limits: Limits) -> StubClassifier:
+    return HangingStub(model_dir, limits)
+
+
 def stub_retrain(
     data_dir: Path, out_dir: Path, *, seed: int = 0, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Stand-in for ``genre_core.training.retrain``: writes a stub artifact.
 
     ``data_dir/stub_training.json`` sets ``accuracy`` and ``delay_s`` (time between the first
-    progress line and the result).
+    progress line and the result); ``fail`` raises, ``die`` kills the process, ``corrupt``
+    writes an artifact that looks complete but whose model file is cut short.
     """
     config_file = Path(data_dir) / "stub_training.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
@@ -216,6 +245,8 @@ def stub_retrain(
     say("training")
     accuracy = float(config.get("accuracy", 0.8))
     make_stub_artifact(Path(out_dir), f"stub-{uuid.uuid4().hex[:8]}", accuracy)
+    if config.get("corrupt"):
+        (Path(out_dir) / "model.keras").write_bytes(STUB_WEIGHTS[:5])
     return {"accuracy": accuracy, "macro_f1": accuracy - 0.01}
 
 
@@ -227,10 +258,26 @@ async def thread_stub_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJo
         workers=2,
         max_pending=2 + settings.queue_size,
         limits=settings.limits,
+        job_timeout_s=settings.job_timeout_s,
     )
 
 
 # --- the bot against the fake ------------------------------------------------------------------
+
+
+def replies_to(fake: FakeDiscord, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bot messages that reply to ``message``."""
+    return [
+        m
+        for m in fake.messages()
+        if (m.get("message_reference") or {}).get("message_id") == message["id"]
+    ]
+
+
+def assert_clean(fake: FakeDiscord) -> None:
+    """Discord would have accepted every request the bot made."""
+    assert fake.unknown_requests == []
+    assert fake.invalid_requests == []
 
 
 StartBot = Callable[..., Awaitable["GenreBot"]]

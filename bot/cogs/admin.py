@@ -121,6 +121,17 @@ class Admin(commands.Cog):
         self.bot = bot
         self._model_lock = asyncio.Lock()  # one retrain or rollback at a time
 
+    @property
+    def candidates_dir(self) -> Path:
+        """Where ``/retrain`` writes candidate models before publishing them."""
+        return Path(self.bot.settings.state_dir) / "candidates"
+
+    async def cog_load(self) -> None:
+        # Candidates left by a bot that was killed mid-retrain: never published, never needed.
+        # Only this bot writes here, and it has not started a retrain yet.
+        if self.candidates_dir.is_dir():
+            await asyncio.to_thread(shutil.rmtree, self.candidates_dir, True)
+
     async def _registry(self, method: Any, *args: Any) -> Any:
         # The registry does file I/O and fsyncs: keep it off the event loop.
         return await asyncio.to_thread(method, *args)
@@ -164,7 +175,7 @@ class Admin(commands.Cog):
         current = await bot.jobs.info()
         current_metrics: dict[str, Any] = dict(current.get("metrics") or {})
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        out_dir = Path(bot.settings.state_dir) / "candidates" / f"{stamp}-{uuid.uuid4().hex[:8]}"
+        out_dir = self.candidates_dir / f"{stamp}-{uuid.uuid4().hex[:8]}"
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             return await self._train_and_publish(out_dir, current_metrics, force, progress)
@@ -194,16 +205,24 @@ class Admin(commands.Cog):
             return comparison_embed(
                 outcome.metrics, current_metrics, verdict=verdict, published=None
             )
-        progress.update("swapping the new model in")
-        version = await self._registry(bot.registry.publish, out_dir)
+        # Load first, switch last: the registry never points at a model the workers refused,
+        # whenever the bot stops (kill -9 included).
+        progress.update("loading the new model")
+        version = await self._registry(bot.registry.stage, out_dir)
         try:
-            await bot.jobs.reload(await self._registry(bot.registry.current_dir))
+            await bot.jobs.reload(bot.registry.version_dir(version))
         except GenreError as exc:
-            # Never leave the registry pointing at a model the workers refused.
-            await self._registry(bot.registry.rollback)
+            await self._registry(bot.registry.discard, version)
             raise GenreError(
                 f"The new model ({version}) failed to load, so the current one keeps serving: {exc}"
             ) from exc
+        progress.update("swapping the new model in")
+        try:
+            await self._registry(bot.registry.activate, version)
+        except Exception:
+            # Serve what the registry says serves, so a restart changes nothing.
+            await bot.jobs.reload(await self._registry(bot.registry.current_dir))
+            raise
         verdict = (
             "Forced: swapped in although it scores worse."
             if not outcome.not_worse
@@ -228,10 +247,18 @@ class Admin(commands.Cog):
         if self._model_lock.locked():
             raise GenreError("A retrain or rollback is already running. Wait for it to finish.")
         async with self._model_lock:
-            await interaction.response.defer(thinking=True)
             bot = self.bot
-            version = await self._registry(bot.registry.rollback)
-            await bot.jobs.reload(await self._registry(bot.registry.current_dir))
+            version, target = await self._registry(bot.registry.rollback_target)
+            await interaction.response.defer(thinking=True)
+            # Load first, switch last: a previous version that no longer loads changes nothing.
+            try:
+                await bot.jobs.reload(target)
+            except GenreError as exc:
+                raise GenreError(
+                    f"Model {version} failed to load, so nothing changed and the current model "
+                    f"keeps serving: {exc}"
+                ) from exc
+            await self._registry(bot.registry.rollback)
             info = await bot.jobs.info()
             await interaction.followup.send(
                 f"↩️ Rolled back: model {version} is serving again.", embed=model_embed(info)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -19,8 +17,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client import deliver
 from bot.download import fetch_attachment, fetch_url, too_large
 from bot.embeds import error_embed, pack, prediction_embed
+from bot.limits import CooldownError, UserBusyError, UserLimiter
 from genre_core.errors import GenreError
 from genre_core.result import Prediction
 
@@ -61,16 +61,27 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
+#: Content types that are certainly not audio, in words, for ``/genre`` with such a file.
+NOT_AUDIO_TYPES = {
+    "application/zip": "an archive",
+    "application/x-zip-compressed": "an archive",
+    "application/x-7z-compressed": "an archive",
+    "application/x-rar-compressed": "an archive",
+    "application/vnd.rar": "an archive",
+    "application/x-tar": "an archive",
+    "application/gzip": "an archive",
+    "application/x-gzip": "an archive",
+    "application/pdf": "a PDF document",
+    "application/json": "a text file",
+    "application/x-msdownload": "a program",
+    "application/x-executable": "a program",
+}
+
+
 class UsageError(GenreError):
     """The command was used in a way it cannot answer (no file, two inputs...)."""
 
     code = "usage"
-
-
-class UserBusyError(GenreError):
-    """The user already has the allowed number of requests running."""
-
-    code = "user_busy"
 
 
 def is_audio(attachment: discord.Attachment) -> bool:
@@ -91,12 +102,38 @@ def is_audio(attachment: discord.Attachment) -> bool:
     return PurePosixPath(attachment.filename).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def not_audio(attachment: discord.Attachment) -> str | None:
+    """What an attachment certainly is when it is not audio (``"an image"``...), else ``None``.
+
+    Only a content type Discord gave and that names no sound counts; an unknown type, or an
+    audio file extension, is left for the decoder to judge.
+
+    Parameters
+    ----------
+    attachment : discord.Attachment
+
+    Returns
+    -------
+    str or None
+    """
+    if is_audio(attachment):
+        return None
+    content_type = (attachment.content_type or "").split(";", 1)[0].strip().lower()
+    if content_type in NOT_AUDIO_TYPES:
+        return NOT_AUDIO_TYPES[content_type]
+    family = content_type.split("/", 1)[0]
+    return {"image": "an image", "text": "a text file", "font": "a font"}.get(family)
+
+
 class Classify(commands.Cog):
     """Name the genre of audio files and links."""
 
     def __init__(self, bot: GenreBot) -> None:
         self.bot = bot
-        self._active: Counter[int] = Counter()
+        settings = bot.settings
+        self.limiter = UserLimiter(
+            settings.user_concurrency, settings.user_rate, settings.user_rate_window_s
+        )
         # Context menus cannot live in a cog's class body; discord.py's documented pattern.
         self.menu = app_commands.ContextMenu(name="Classify genre", callback=self.classify_message)
         self.bot.tree.add_command(self.menu)
@@ -105,23 +142,6 @@ class Classify(commands.Cog):
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     # --- shared steps ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def user_slot(self, user_id: int) -> Iterator[None]:
-        """Hold one of the user's concurrent requests; refuse when they already have enough."""
-        limit = self.bot.settings.user_concurrency
-        if self._active[user_id] >= limit:
-            raise UserBusyError(
-                f"You already have {limit} request{'s' if limit > 1 else ''} being analysed. "
-                "Please wait for the answer before sending more."
-            )
-        self._active[user_id] += 1
-        try:
-            yield
-        finally:
-            self._active[user_id] -= 1
-            if self._active[user_id] <= 0:
-                del self._active[user_id]
 
     async def analyse(self, attachment: discord.Attachment) -> Prediction:
         """Download one attachment (size-capped) and classify it; raises ``GenreError``."""
@@ -171,10 +191,14 @@ class Classify(commands.Cog):
         if not audio:
             return  # not ours: stay silent
         try:
-            with self.bot.inflight, self.user_slot(message.author.id):
+            with self.bot.inflight, self.limiter.admit(message.author.id):
                 await self._answer_message(message, audio)
-        except UserBusyError as exc:
-            await message.reply(str(exc), mention_author=False)
+        except (UserBusyError, CooldownError) as exc:
+            refusal = str(exc)
+            reference = message.to_reference(fail_if_not_exists=False)
+            await deliver(
+                lambda: message.channel.send(refusal, reference=reference, mention_author=False)
+            )
 
     async def _answer_message(
         self, message: discord.Message, audio: list[discord.Attachment]
@@ -182,11 +206,17 @@ class Classify(commands.Cog):
         reacted = await self._react(message)
         try:
             outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
+            # A reply, even when the message was deleted meanwhile (then without the link).
+            reference = message.to_reference(fail_if_not_exists=False)
             for group in pack(self.embeds(audio, outcomes)):
-                await message.reply(embeds=group, mention_author=False)
+                await deliver(
+                    lambda group=group: message.channel.send(
+                        embeds=group, reference=reference, mention_author=False
+                    )
+                )
         finally:
             if reacted:
-                with contextlib.suppress(discord.HTTPException, aiohttp.ClientError):
+                with contextlib.suppress(discord.HTTPException, aiohttp.ClientError, OSError):
                     await message.remove_reaction(HOURGLASS, self.bot.user)  # type: ignore[arg-type]
 
     async def _react(self, message: discord.Message) -> bool:
@@ -210,7 +240,12 @@ class Classify(commands.Cog):
     ) -> None:
         if (file is None) == (url is None):
             raise UsageError("Attach one audio file or give one link (not both).")
-        with self.bot.inflight, self.user_slot(interaction.user.id):
+        if file is not None and (kind := not_audio(file)):
+            raise UsageError(
+                f"`{file.filename}` is {kind}, not audio. Attach an audio file: mp3, wav, ogg, "
+                "flac, m4a..."
+            )
+        with self.bot.inflight, self.limiter.admit(interaction.user.id):
             await interaction.response.defer(thinking=True)
             if file is not None:
                 name: str | None = file.filename
@@ -226,7 +261,8 @@ class Classify(commands.Cog):
                 )
                 name = download.filename
                 prediction = await self.bot.jobs.classify(download.data, name)
-            await interaction.followup.send(embed=prediction_embed(prediction, name))
+            embed = prediction_embed(prediction, name)
+            await deliver(lambda: interaction.followup.send(embed=embed))
 
     # --- Apps menu: "Classify genre" -----------------------------------------------------------
 
@@ -236,13 +272,13 @@ class Classify(commands.Cog):
         audio = [a for a in message.attachments if is_audio(a)]
         if not audio:
             raise UsageError("That message has no audio attachments.")
-        with self.bot.inflight, self.user_slot(interaction.user.id):
+        with self.bot.inflight, self.limiter.admit(interaction.user.id):
             await interaction.response.defer(thinking=True)
             outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
             if all(isinstance(o, GenreError) for o in outcomes) and len(outcomes) == 1:
                 raise outcomes[0]  # type: ignore[misc]  # one failure: answered ephemerally
             for group in pack(self.embeds(audio, outcomes)):
-                await interaction.followup.send(embeds=group)
+                await deliver(lambda group=group: interaction.followup.send(embeds=group))
 
 
 async def setup(bot: GenreBot) -> None:

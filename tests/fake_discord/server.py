@@ -658,6 +658,16 @@ class FakeDiscord:
         stored = self._get_message(int(message["channel_id"]), int(message["id"]))
         await self._dispatch_reaction("MESSAGE_REACTION_ADD", stored, user_id, emoji)
 
+    async def delete_message(self, message: dict[str, Any]) -> None:
+        """Its author deletes a message (dispatches MESSAGE_DELETE).
+
+        Parameters
+        ----------
+        message : dict
+            The message (from :meth:`send_message`).
+        """
+        await self._delete(self._get_message(int(message["channel_id"]), int(message["id"])))
+
     async def invoke_slash(
         self,
         user_id: int,
