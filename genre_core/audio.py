@@ -1,8 +1,13 @@
 """Decoding: any format ffmpeg reads → mono float32 at 22,050 Hz, and the analysis windows.
 
-ffmpeg does the decoding and pydub wraps the PCM it returns. We call ffmpeg ourselves rather than
-through ``AudioSegment.from_file`` because pydub offers no timeout and a hostile file must not be
-able to hang a worker.
+ffprobe looks at every input first, so a refusal can say what the file is (an image, a video
+without sound, three hours long). What libsndfile reads (wav, flac, ogg/vorbis, opus, mp3) is then
+decoded in-process, while ffprobe runs: starting an ffmpeg process costs ~0.1 s of CPU (it loads
+~200 shared libraries) against ~20 ms to decode a 30-s mp3. Everything else (m4a, webm, mp4...)
+and anything libsndfile stumbles on goes to ffmpeg, which we call ourselves rather than through
+``AudioSegment.from_file`` because pydub offers no timeout and a hostile file must not be able to
+hang a worker. Both paths give the same samples (ffmpeg mixes channels down by their mean, as we
+do; resampling, where needed, is soxr's instead of ffmpeg's).
 """
 
 from __future__ import annotations
@@ -11,13 +16,15 @@ import json
 import math
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydub import AudioSegment
+import soundfile
+import soxr
 from pydub.utils import get_encoder_name, get_prober_name, which
 
 from genre_core.errors import (
@@ -35,6 +42,10 @@ from genre_core.settings import SAMPLE_RATE, Limits
 
 #: A clip whose loudest sample stays below this (about -66 dBFS) is treated as silence.
 SILENCE_PEAK = 5e-4
+#: In-process decoding reads a file whole up to this much float32 PCM (12 min of 44.1-kHz
+#: stereo), longer ones in blocks of READ_BLOCK_BYTES, to bound memory.
+READ_AT_ONCE_BYTES = 128 * 1024 * 1024
+READ_BLOCK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,10 +80,18 @@ def decode(source: bytes | str | Path, limits: Limits = Limits()) -> Audio:
         A subclass saying what is wrong, in words a person understands.
     """
     with _as_file(source, limits) as path:
-        probe = _probe(path, limits)
-        pcm = _run_ffmpeg(path, limits, probe)
-    segment = AudioSegment(data=pcm, sample_width=2, frame_rate=SAMPLE_RATE, channels=1)
-    samples = np.asarray(segment.get_array_of_samples(), dtype=np.float32) / 32768.0
+        deadline = time.monotonic() + limits.decode_timeout_s
+        prober = _start_probe(path)
+        try:
+            samples = _decode_in_process(path, limits)
+            probe = _finish_probe(prober, limits, deadline)
+        finally:
+            if prober.poll() is None:
+                prober.kill()
+                prober.wait()
+        if samples is None:
+            pcm = _run_ffmpeg(path, limits, probe)
+            samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     audio = Audio(samples)
     _check_content(audio, limits)
     return audio
@@ -141,25 +160,40 @@ def _run(cmd: list[str], limits: Limits) -> subprocess.CompletedProcess[bytes]:
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
-        raise DecodeTimeoutError(
-            f"Decoding took longer than {limits.decode_timeout_s:g} s and was stopped. "
-            "The file may be damaged or unusually complex."
-        ) from exc
+        raise _timeout_error(limits) from exc
 
 
-def _probe(path: Path, limits: Limits) -> dict:
-    """Ask ffprobe what the file is, so a refusal can say why before any decoding."""
+def _timeout_error(limits: Limits) -> DecodeTimeoutError:
+    return DecodeTimeoutError(
+        f"Decoding took longer than {limits.decode_timeout_s:g} s and was stopped. "
+        "The file may be damaged or unusually complex."
+    )
+
+
+def _start_probe(path: Path) -> subprocess.Popen[bytes]:
+    """Start ffprobe on ``path``; :func:`_finish_probe` reads its verdict."""
     cmd = [
         _tool(get_prober_name()), "-v", "error", "-of", "json",
         "-show_entries", "format=format_name,duration:stream=codec_type,codec_name",
         str(path),
     ]
-    result = _run(cmd, limits)
-    if result.returncode != 0:
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def _finish_probe(prober: subprocess.Popen[bytes], limits: Limits, deadline: float) -> dict:
+    """Wait for ffprobe (until ``deadline``) and refuse what is not audio or is too long."""
+    try:
+        # A floor, so that a probe which has finished is read even if decoding took long.
+        stdout, _ = prober.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+    except subprocess.TimeoutExpired as exc:
+        raise _timeout_error(limits) from exc
+    if prober.returncode != 0:
         raise NotAudioError(
             "That doesn't look like an audio file: the decoder could not recognise its format."
         )
-    info = json.loads(result.stdout or b"{}")
+    info = json.loads(stdout or b"{}")
     streams = info.get("streams", [])
     fmt = info.get("format", {})
     if not any(s.get("codec_type") == "audio" for s in streams):
@@ -174,6 +208,50 @@ def _probe(path: Path, limits: Limits) -> dict:
             f"{_minutes(limits.max_input_duration_s)}. Send an excerpt instead."
         )
     return info
+
+
+def _decode_in_process(path: Path, limits: Limits) -> np.ndarray | None:
+    """Decode with libsndfile, mixed down and resampled as ffmpeg would; ``None`` when
+    libsndfile cannot read the file (ffmpeg then decodes it, or explains what is wrong).
+
+    A long file is read in blocks, so an hour of stereo 48 kHz never sits in memory whole.
+    """
+    try:
+        with soundfile.SoundFile(path) as sound:
+            sr, channels = sound.samplerate, sound.channels
+            # Never decode more than the longest accepted input, whatever the header claims.
+            longest = int((limits.max_input_duration_s + 1) * sr)
+            # ffmpeg's "-ac 1" takes the mean of the channels.
+            weights = np.full(channels, 1.0 / channels, dtype=np.float32)
+            resampler = (
+                soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+                if sr != SAMPLE_RATE else None
+            )
+            # One read where the decoded file is small enough: between reads SoundFile asks
+            # libsndfile for its position, which makes mpg123 re-seek and log warnings.
+            bytes_per_frame = 4 * channels
+            block_frames = (longest if 0 < sound.frames * bytes_per_frame <= READ_AT_ONCE_BYTES
+                            else READ_BLOCK_BYTES // bytes_per_frame)
+            parts, remaining = [], longest
+            while remaining > 0:
+                # Not SoundFile.blocks: with mp3 it pads to the frame count of the header,
+                # past the gapless end that read() stops at (as ffmpeg does).
+                block = sound.read(min(block_frames, remaining), dtype="float32",
+                                   always_2d=True)
+                if not len(block):
+                    break
+                remaining -= len(block)
+                mono = block[:, 0].copy() if channels == 1 else block @ weights
+                parts.append(resampler.resample_chunk(mono) if resampler else mono)
+            if resampler is not None:
+                parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError, MemoryError):
+        return None  # e.g. a codec libsndfile lacks, or a stream it cannot follow
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if samples.size == 0:
+        return None  # let ffmpeg say why
+    # ffmpeg's 16-bit output saturates; keep the same [-1, 1] range.
+    return np.clip(samples, -1.0, 1.0, out=samples)
 
 
 def _is_image(fmt: dict, streams: list[dict]) -> bool:

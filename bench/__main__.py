@@ -1,0 +1,235 @@
+"""``python -m bench [--quick]``: how fast genre-bot answers, against the plain librosa recipe.
+
+Measures, in one run, the fast pipeline (:class:`genre_core.pipeline.Classifier` with a
+table-family model, i.e. the 57 GTZAN features) and the reference (``librosa.load`` +
+:func:`bench.reference.extract_reference` per window + one model call per window, same model) on
+a 30-s clip and a 4-minute song: decode / features / inference / end-to-end latency (median and
+p95 after warm-up), CPU per clip, throughput with two worker processes at full use, cold start,
+peak RSS. When the shipped default is another family (the learned musicnn head), its latency,
+stages and cold start too, and the bot's event-loop lag while 20 clips are analysed by the bot as
+shipped. Prints a table and writes ``bench/results.json`` (one flat object; ``*_ratio`` figures
+are fast / reference).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Like the production workers (genre_core.jobs): one BLAS/numba/TF thread per process, so two
+# processes use the two cores without fighting. Set before numpy is imported.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bench import measure  # noqa: E402
+from bench.clips import make_clips  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+WORKERS = 2
+TARGETS = {
+    "target_e2e_ratio_max": 0.2,
+    "target_throughput_clips_per_s_min": 8.0,
+    "target_peak_rss_mb_max": 1024.0,
+    "target_loop_lag_p99_ms_max": 20.0,
+    "target_bot_ready_s_max": 5.0,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~1-2 min)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument("--no-lag", action="store_true", help="skip the bot event-loop lag")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    results: dict[str, float | int | str] = {
+        "quick": int(quick),
+        "cpu_count": os.cpu_count() or 0,
+        "load_avg_1min_before": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "workers": WORKERS,
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="genre-bench-") as tmp:
+        clip, song = make_clips(Path(tmp))
+        results["clip_30s_source"] = clip.source
+        results["song_4min_source"] = song.source
+        print("genre-bot benchmark (this takes a few minutes)", file=sys.stderr)
+
+        from genre_core.pipeline import Classifier
+
+        shipped_dir, table_dir = measure.model_dirs()
+        if table_dir is None:
+            print("no table-family model: nothing to hold against the reference", file=sys.stderr)
+            return 1
+        results["table_model_dir"] = str(table_dir)
+        table_clf = Classifier.load(table_dir)
+        table_clf.warm_up()
+        shipped = table_clf if shipped_dir == table_dir else Classifier.load(shipped_dir)
+        results["shipped_family"] = shipped.model.family
+
+        # The table family: the fast extractor against the reference, same model.
+        results |= measure.timed("fast latency, 30-s clip", lambda: measure.fast_latency(
+            table_clf, clip, runs=7 if quick else 20))
+        results |= measure.timed("fast latency, 4-min song", lambda: measure.fast_latency(
+            table_clf, song, runs=2 if quick else 5, warmup=1))
+        results |= measure.timed("ffprobe cost", lambda: measure.probe_cost(
+            clip, runs=5 if quick else 10))
+        results |= measure.timed("numpy inference", lambda: measure.numpy_inference(
+            table_clf, song, runs=5 if quick else 20))
+        results |= measure.timed("reference latency, 30-s clip", lambda: measure.reference_latency(
+            table_clf.model, clip, runs=1 if quick else 3))
+        results |= measure.timed("reference latency, 4-min song",
+                                 lambda: measure.reference_latency(table_clf.model, song, runs=1))
+        results |= measure.timed("fast throughput", lambda: measure.fast_throughput(
+            clip, n_clips=10 if quick else 24, workers=WORKERS, model_dir=table_dir))
+        results |= measure.timed("reference throughput", lambda: measure.reference_throughput(
+            clip, n_clips=2 if quick else 4, workers=WORKERS, model_dir=table_dir))
+        results |= measure.timed("fast cold start", lambda: measure.cold_start(
+            "fast", [clip, song], table_dir, repeats=1 if quick else 2))
+        # The reference child classifies the 30-s clip only: the song would add half a minute.
+        results |= measure.timed("reference cold start", lambda: measure.cold_start(
+            "reference", [clip], table_dir, repeats=1))
+
+        # The shipped default, when it is another family (the learned one): what users get.
+        if shipped is not table_clf:
+            shipped.warm_up()
+            results |= measure.timed("shipped latency, 30-s clip", lambda: measure.fast_latency(
+                shipped, clip, runs=2 if quick else 5, warmup=1, label="shipped"))
+            results |= measure.timed("shipped latency, 4-min song", lambda: measure.fast_latency(
+                shipped, song, runs=1, warmup=0, label="shipped"))
+            results |= measure.timed("musicnn stages", lambda: measure.musicnn_stages(
+                clip, runs=1 if quick else 3))
+            if not quick:
+                results |= measure.timed("shipped cold start", lambda: measure.cold_start(
+                    "fast", [clip, song], shipped_dir, repeats=1, label="shipped"))
+        if not args.no_lag:
+            from bench import lag
+
+            # The bot as shipped: its default model, the production process pool.
+            results |= measure.timed("bot event-loop lag", lambda: lag.measure(
+                clip, n_clips=20, workers=WORKERS))
+    results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    results |= ratios(results)
+    results |= TARGETS
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def ratios(r: dict[str, float | int | str]) -> dict[str, float]:
+    """fast / reference for every figure measured both ways (lower is better, except
+    throughput, where higher is)."""
+    out: dict[str, float] = {}
+    for key, value in r.items():
+        if "_fast_" not in key or not isinstance(value, int | float):
+            continue
+        reference = r.get(key.replace("_fast_", "_ref_"))
+        if isinstance(reference, int | float) and reference:
+            out[key.replace("_fast_", "_") + "_ratio"] = round(value / reference, 4)
+    for name in ("cold_start_s",):
+        fast, reference = r.get(f"fast_{name}"), r.get(f"ref_{name}")
+        if isinstance(fast, int | float) and isinstance(reference, int | float) and reference:
+            out[f"{name}_ratio"] = round(fast / reference, 4)
+    return out
+
+
+def table(r: dict[str, float | int | str]) -> str:
+    """The results as a fixed-width table: figure, fast, reference, fast/reference."""
+    rows = [("figure", "fast", "reference", "fast/ref")]
+
+    def row(label: str, fast_key: str, ref_key: str | None, ratio_key: str | None) -> None:
+        fast = r.get(fast_key)
+        if fast is None:
+            return
+        ref = r.get(ref_key) if ref_key else None
+        ratio = r.get(ratio_key) if ratio_key else None
+        rows.append((label, _fmt(fast), _fmt(ref), _fmt(ratio)))
+
+    for clip in ("clip_30s", "song_4min"):
+        for stage in ("decode", "features", "inference", "e2e"):
+            for stat in ("p50", "p95"):
+                row(f"{clip} {stage} ms {stat}", f"{clip}_fast_{stage}_ms_{stat}",
+                    f"{clip}_ref_{stage}_ms_{stat}", f"{clip}_{stage}_ms_{stat}_ratio")
+        row(f"{clip} CPU ms p50 (incl. ffprobe)", f"{clip}_fast_cpu_ms_p50", None, None)
+        for stage in ("decode", "features", "inference", "e2e", "cpu"):
+            row(f"{clip} shipped ({r.get('shipped_family')}) {stage} ms p50",
+                f"{clip}_shipped_{stage}_ms_p50", None, None)
+        for stage in ("patches", "network", "featurize"):
+            row(f"{clip} musicnn {stage} ms p50", f"{clip}_musicnn_{stage}_ms_p50", None, None)
+    row("ffprobe alone, CPU ms p50", "clip_30s_ffprobe_cpu_ms_p50", None, None)
+    row("ffprobe alone, wall ms p50", "clip_30s_ffprobe_wall_ms_p50", None, None)
+    row("6 windows: Keras head ms p50", "song_4min_inference_keras_ms_p50", None, None)
+    row("6 windows: numpy head ms p50", "song_4min_inference_numpy_ms_p50", None, None)
+    row("throughput clips/s (30-s, 2 workers)", "clip_30s_fast_throughput_clips_per_s",
+        "clip_30s_ref_throughput_clips_per_s", "clip_30s_throughput_clips_per_s_ratio")
+    row("cold start s (start → 1st prediction)", "fast_cold_start_s", "ref_cold_start_s",
+        "cold_start_s_ratio")
+    row("peak RSS MB (fast: both clips; ref: 30-s)", "fast_peak_rss_mb", "ref_peak_rss_mb", None)
+    row("shipped cold start s", "shipped_cold_start_s", None, None)
+    row("shipped peak RSS MB", "shipped_peak_rss_mb", None, None)
+    row("bot ready s (start → on_ready)", "bot_ready_s", None, None)
+    row("bot event-loop lag ms p50", "bot_loop_lag_ms_p50", None, None)
+    row("bot event-loop lag ms p99", "bot_loop_lag_ms_p99", None, None)
+    row("bot 20 clips answered in s", "bot_clips_wall_s", None, None)
+    row("bot throughput clips/s", "bot_throughput_clips_per_s", None, None)
+    widths = [max(len(cells[i]) for cells in rows) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+                  for i, cell in enumerate(cells))
+        for cells in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    load = (f"load average {r.get('load_avg_1min_before')} → {r.get('load_avg_1min_after')} on "
+            f"{r.get('cpu_count')} CPUs")
+    return "\n".join([*lines, "", *targets(r), "", load])
+
+
+def targets(r: dict[str, float | int | str]) -> list[str]:
+    """One line per target of issue 4: the figure, the bound, and whether it is met."""
+    checks = [
+        ("30-s clip end-to-end (table family), fast/reference", "clip_30s_e2e_ms_p50_ratio", "<=",
+         "target_e2e_ratio_max"),
+        ("throughput (table family), clips/s", "clip_30s_fast_throughput_clips_per_s", ">=",
+         "target_throughput_clips_per_s_min"),
+        ("throughput of the bot as shipped, clips/s", "bot_throughput_clips_per_s", ">=",
+         "target_throughput_clips_per_s_min"),
+        ("peak RSS, MB", "fast_peak_rss_mb", "<=", "target_peak_rss_mb_max"),
+        ("peak RSS as shipped, MB", "shipped_peak_rss_mb", "<=", "target_peak_rss_mb_max"),
+        ("event-loop lag p99, ms (20 clips)", "bot_loop_lag_ms_p99", "<=",
+         "target_loop_lag_p99_ms_max"),
+        ("bot ready, s", "bot_ready_s", "<=", "target_bot_ready_s_max"),
+    ]
+    lines = ["targets:"]
+    for label, key, op, bound_key in checks:
+        value, bound = r.get(key), r.get(bound_key)
+        if not isinstance(value, int | float) or not isinstance(bound, int | float):
+            lines.append(f"  {label}: not measured")
+            continue
+        met = value <= bound if op == "<=" else value >= bound
+        lines.append(f"  {label}: {_fmt(value)} (target {op} {_fmt(bound)}) "
+                     f"{'met' if met else 'NOT met'}")
+    return lines
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
