@@ -84,7 +84,7 @@ def decode(source: bytes | str | Path, limits: Limits = Limits()) -> Audio:
         prober = _start_probe(path)
         try:
             samples = _decode_in_process(path, limits)
-            probe = _finish_probe(prober, limits, deadline)
+            probe = _finish_probe(prober, path, limits, deadline)
         finally:
             if prober.poll() is None:
                 prober.kill()
@@ -182,7 +182,9 @@ def _start_probe(path: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _finish_probe(prober: subprocess.Popen[bytes], limits: Limits, deadline: float) -> dict:
+def _finish_probe(
+    prober: subprocess.Popen[bytes], path: Path, limits: Limits, deadline: float
+) -> dict:
     """Wait for ffprobe (until ``deadline``) and refuse what is not audio or is too long."""
     try:
         # A floor, so that a probe which has finished is read even if decoding took long.
@@ -190,6 +192,12 @@ def _finish_probe(prober: subprocess.Popen[bytes], limits: Limits, deadline: flo
     except subprocess.TimeoutExpired as exc:
         raise _timeout_error(limits) from exc
     if prober.returncode != 0:
+        container = _sniff(path)
+        if container:
+            raise CorruptAudioError(
+                f"That looks like {container} audio, but it is damaged or incomplete: "
+                "the decoder could not read it."
+            )
         raise NotAudioError(
             "That doesn't look like an audio file: the decoder could not recognise its format."
         )
@@ -282,9 +290,27 @@ def _run_ffmpeg(path: Path, limits: Limits, probe: dict) -> bytes:
     return result.stdout[: len(result.stdout) // 2 * 2]
 
 
+#: The first bytes of audio containers, to tell a damaged audio file from something else.
+MAGIC = {b"OggS": "an OGG", b"fLaC": "a FLAC", b"ID3": "an MP3", b"RIFF": "a WAV",
+         b"FORM": "an AIFF", b"\x1aE\xdf\xa3": "a WebM"}
+
+
+def _sniff(path: Path) -> str | None:
+    """The container a file's first bytes announce, if it is an audio one."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if head[4:8] == b"ftyp":
+        return "an MP4/M4A"
+    return next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
+
+
 def _check_content(audio: Audio, limits: Limits) -> None:
     if len(audio.samples) == 0:
         raise EmptyAudioError("That file's audio track is empty.")
+    if not np.isfinite(audio.samples).all():
+        raise CorruptAudioError(
+            "That file is damaged: some of its samples are not numbers (NaN or infinite)."
+        )
     if audio.duration_s > limits.max_input_duration_s:
         raise TooLongError(
             f"That recording is longer than {_minutes(limits.max_input_duration_s)}. "

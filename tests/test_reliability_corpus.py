@@ -4,9 +4,6 @@ Every input is generated here (ffmpeg, numpy, a few bytes by hand): no binary fi
 serves the whole module (a module-scoped event loop), as a public bot serves one stream of users:
 each case gets a clear, specific answer, and after each one the bot still answers a good clip.
 Decoding is the real ``genre_core.audio.decode``; the model is the conftest stand-in.
-
-Three inputs are marked ``xfail``: what the bot answers for them is not specific yet, and the fix
-belongs in ``genre_core/audio.py`` (see each reason).
 """
 
 from __future__ import annotations
@@ -422,10 +419,6 @@ async def drop_streamed(env: Env, name: str, handler: cdn.Handler) -> Answer:
 
 AUDIO_FOLLOWS_NO_FORMAT = "doesn't look like an audio file"
 DAMAGED = "(damaged|incomplete)"
-NEEDS_SNIFFING = (
-    "genre_core/audio.py: ffprobe cannot read a header this short, so the reply says the file is "
-    "not audio; sniffing the magic bytes (OggS, fLaC) would let it say the file is damaged"
-)
 
 CASES = [
     Case("zero-bytes", dropped(lambda: b"", "empty.wav", "audio/wav"), r"empty \(0 bytes\)"),
@@ -449,7 +442,6 @@ CASES = [
         "ogg-cut-inside-its-header",
         dropped(lambda: truncated("ogg", keep=300), "cut.ogg", "audio/ogg"),
         DAMAGED,
-        xfail=NEEDS_SNIFFING,
     ),
     Case(
         "ogg-cut-in-the-middle",
@@ -460,7 +452,6 @@ CASES = [
         "flac-cut-inside-its-header",
         dropped(lambda: truncated("flac", keep=100), "cut.flac", "audio/flac"),
         DAMAGED,
-        xfail=NEEDS_SNIFFING,
     ),
     Case(
         "flac-cut-in-the-middle",
@@ -515,11 +506,6 @@ CASES = [
         "float-wav-with-NaN-samples",
         dropped(float_wav_with_nans, "nan.wav", "audio/wav"),
         DAMAGED,
-        xfail=(
-            "genre_core/audio.py accepts non-finite samples (the stand-in then fails with "
-            "'Something went wrong', the real model answers NaN%); decode should raise "
-            "CorruptAudioError when not np.isfinite(samples).all()"
-        ),
     ),
     Case(
         "video-without-audio",
