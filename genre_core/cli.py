@@ -58,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     _data_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
+    detector = sub.add_parser("train-detector", help="train the music / not-music detector")
+    detector.add_argument("--out", type=Path, default=None, help="default: models/detector")
+    detector.add_argument("--data", type=Path, default=None)
+    detector.add_argument("--seed", type=int, default=0)
+    detector.set_defaults(run=_train_detector)
+
+    check = sub.add_parser("evaluate-detector", help="measure the detector on held-out sources")
+    check.add_argument("--data", type=Path, default=None)
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(run=_evaluate_detector)
+
     info = sub.add_parser("info", help="show the current model's version and metrics")
     info.add_argument("--model", type=Path)
     info.set_defaults(run=_info)
@@ -187,6 +198,22 @@ def _format_report(report: dict[str, Any]) -> str:
     for genre, row in zip(genres, report["confusion"], strict=True):
         lines.append(f"  {genre:<10}" + " ".join(f"{n:>4}" for n in row))
     return "\n".join(lines)
+
+
+def _train_detector(args: argparse.Namespace) -> int:
+    from genre_core.detector_training import format_report, train_detector
+
+    meta = train_detector(args.data, args.out, seed=args.seed, progress=_progress)
+    print(format_report(meta["report"]))
+    return 0
+
+
+def _evaluate_detector(args: argparse.Namespace) -> int:
+    from genre_core.detector_training import evaluate_detector, format_report
+
+    report = evaluate_detector(args.data, progress=_progress)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
