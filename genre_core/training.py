@@ -76,15 +76,15 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Measure the training recipe under ``protocol`` ("track-kfold", "fault-filtered" or
     "all"), with calibrated probabilities; one report per protocol."""
-    return _measure(data_dir, protocol, seed, epochs, n_splits, progress)[0]
+    say = progress or (lambda message: None)
+    data = table_training_set(data_dir, say)
+    return _measure(data_dir, data, protocol, seed, epochs, n_splits, say)[0]
 
 
 def _measure(
-    data_dir: Path, protocol: str, seed: int, epochs: int | None, n_splits: int,
-    progress: Progress | None,
+    data_dir: Path, data: Table, protocol: str, seed: int, epochs: int | None, n_splits: int,
+    say: Progress,
 ) -> tuple[list[dict[str, Any]], Evaluation]:
-    say = progress or (lambda message: None)
-    data = table_training_set(data_dir, say)
     make_model = _model_factory(seed, epochs)
     train_tracks = load_split(data_dir, "train") | load_split(data_dir, "valid")
     if protocol == "fault-filtered":
@@ -136,9 +136,11 @@ def train(
     """
     say = progress or (lambda message: None)
     started = time.monotonic()
-    (kfold_report, split_report), kfold = _measure(data_dir, "all", seed, epochs, n_splits, say)
+    data = table_training_set(data_dir, say)
+    (kfold_report, split_report), kfold = _measure(
+        data_dir, data, "all", seed, epochs, n_splits, say
+    )
     calibration = kfold_report.pop("calibration")
-    data = table_training_set(data_dir)
 
     say("training the final model on every track")
     model = _model_factory(seed, epochs)().fit(data.X, data.y)
