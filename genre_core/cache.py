@@ -1,4 +1,5 @@
-"""An on-disk cache of per-file feature vectors, so retraining does not re-extract audio."""
+"""An on-disk cache of what was computed from a file (feature vectors, network outputs), so
+retraining does not re-extract audio."""
 
 from __future__ import annotations
 
@@ -19,14 +20,22 @@ def cache_dir() -> Path:
 def cached(key: str, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """Return ``compute()`` for the file at ``path``, memoised by ``key``, the file's size and
     modification time."""
+    return cached_arrays(key, path, lambda: {"value": np.asarray(compute())})["value"]
+
+
+def cached_arrays(
+    key: str, path: Path, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Like :func:`cached`, for a dict of named arrays."""
     stat = path.stat()
     digest = hashlib.sha256(f"{key}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    target = cache_dir() / key / f"{digest.hexdigest()[:24]}.npy"
+    target = cache_dir() / key / f"{digest.hexdigest()[:24]}.npz"
     if target.is_file():
-        return np.load(target)
-    value = np.asarray(compute())
+        with np.load(target) as stored:
+            return dict(stored)
+    arrays = compute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, value)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
     os.replace(tmp, target)
-    return value
+    return arrays

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from genre_core.audio import decode
-from genre_core.cache import cache_dir
+from genre_core.cache import cached_arrays
 from genre_core.data import Clip, audio_clips, fingerprint
 from genre_core.model import GENRES, GenreModel
 
@@ -67,19 +67,12 @@ def _mp3(y: np.ndarray, sr: int, bitrate: str) -> np.ndarray:
 
 def clip_embedding(clip: Clip, variant: str, embedder: Any) -> dict[str, np.ndarray]:
     """The network's per-patch outputs for one clip variant, cached on disk."""
-    stat = clip.path.stat()
-    name = f"{clip.path.parent.name}-{clip.path.stem}-{stat.st_size}-{variant}.npz"
-    target = cache_dir() / EMBEDDING_KEY / name
-    if target.is_file():
-        with np.load(target) as cached:
-            return dict(cached)
-    audio = decode(clip.path)
-    embedding = embedder.embed(variant_audio(audio.samples, audio.sr, variant), audio.sr)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{name}.tmp.npz")
-    np.savez(tmp, **embedding)
-    tmp.replace(target)
-    return embedding
+
+    def compute() -> dict[str, np.ndarray]:
+        audio = decode(clip.path)
+        return embedder.embed(variant_audio(audio.samples, audio.sr, variant), audio.sr)
+
+    return cached_arrays(f"{EMBEDDING_KEY}-{variant}", clip.path, compute)
 
 
 @dataclass
