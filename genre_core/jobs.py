@@ -29,7 +29,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from genre_core.errors import GenreError, ModelError
 from genre_core.result import Prediction
@@ -225,7 +225,28 @@ def _await_ready(ready: Any, count: int, timeout_s: float) -> dict[str, Any]:
     return info
 
 
-class ProcessJobs:
+class _JobsBase:
+    """What both implementations share: construction in one step and the pending count."""
+
+    _admission: _Admission
+
+    @classmethod
+    async def create(cls, model_dir: Path, **kwargs: Any) -> Self:
+        """Build and :meth:`start` in one step."""
+        jobs = cls(model_dir, **kwargs)  # type: ignore[call-arg]
+        await jobs.start()
+        return jobs
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pending(self) -> int:
+        """Jobs accepted and not yet answered."""
+        return self._admission.pending
+
+
+class ProcessJobs(_JobsBase):
     """:class:`ClassifyJobs` on a local process pool.
 
     Each worker loads and warms the classifier once (librosa's numba compilation included), so no
@@ -289,18 +310,6 @@ class ProcessJobs:
         self._background: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
-
-    @classmethod
-    async def create(cls, model_dir: Path, **kwargs: Any) -> ProcessJobs:
-        """Build and :meth:`start` in one step."""
-        jobs = cls(model_dir, **kwargs)
-        await jobs.start()
-        return jobs
-
-    @property
-    def pending(self) -> int:
-        """Jobs accepted and not yet answered."""
-        return self._admission.pending
 
     async def start(self) -> None:
         """Start the workers; returns once every one has loaded and warmed the model."""
@@ -460,7 +469,7 @@ class ProcessJobs:
 # --- threads (tests, stand-ins) -------------------------------------------------------------------
 
 
-class ThreadJobs:
+class ThreadJobs(_JobsBase):
     """:class:`ClassifyJobs` in threads of this process, for tests and stand-in classifiers.
 
     Same contract as :class:`ProcessJobs` (bounded, ``BusyError``), but the classifier runs in a
@@ -502,18 +511,6 @@ class ThreadJobs:
             max_workers=workers, thread_name_prefix="genre-job"
         )
         self._classifier: SupportsClassify | None = None
-
-    @classmethod
-    async def create(cls, model_dir: Path, **kwargs: Any) -> ThreadJobs:
-        """Build and :meth:`start` in one step."""
-        jobs = cls(model_dir, **kwargs)
-        await jobs.start()
-        return jobs
-
-    @property
-    def pending(self) -> int:
-        """Jobs accepted and not yet answered."""
-        return self._admission.pending
 
     async def _load(self, model_dir: Path) -> SupportsClassify:
         loop = asyncio.get_running_loop()
