@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from genre_core.data import audio_clips, load_split
+from genre_core.data import audio_clips, genre_of, load_split
 from genre_core.evaluation import Evaluation, fit_temperature
 from genre_core.features import FEATURE_NAMES
 from genre_core.learned import build_clip_set, make_head, track_block
@@ -61,7 +61,8 @@ def compare(
         say(f"comparison fold {k}/{n_splits}")
         held_out = set(tracks[test])
         head = make_head(featurizer.feature_names, seed)
-        head.fit(*_rows(learned, np.isin(learned.tracks, list(held_out), invert=True)))
+        seen = np.isin(learned.tracks, list(held_out), invert=True)
+        head.fit(learned.X[seen], learned.y[seen])
         logits["musicnn"][test] = head.logits(learned_eval.X[test])
         # 8 kHz copies: scored by a model that never saw their track (the first fold's model
         # for tracks without another copy among the clips).
@@ -110,11 +111,3 @@ def compare(
             "n_clips": len(narrow),
         }
     return report
-
-
-def genre_of(track: str) -> str:
-    return track.split(".")[0]
-
-
-def _rows(clip_set: Any, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return clip_set.X[mask], clip_set.y[mask]

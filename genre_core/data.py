@@ -35,6 +35,11 @@ def track_id(name: str) -> str:
     return f"{genre}.{number}"
 
 
+def genre_of(track: str) -> str:
+    """``blues.00012`` → ``blues``."""
+    return track.split(".")[0]
+
+
 @dataclass(frozen=True)
 class Table:
     """Feature rows with their genre index and track id."""
@@ -83,7 +88,7 @@ def audio_clips(data_dir: Path, kinds: tuple[str, ...] = ("full", "partial")) ->
         for path in sorted((Path(data_dir) / "gtzan" / folder).glob("*")):
             if path.suffix.lower() in AUDIO_EXTENSIONS:
                 track = track_id(path.name)
-                clips.append(Clip(track, track.split(".")[0], path, kind))
+                clips.append(Clip(track, genre_of(track), path, kind))
     return clips
 
 
