@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -58,6 +59,12 @@ async def process_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
     )
 
 
+def new_nonce() -> str:
+    """A nonce for one channel message; discord.py sends it with ``enforce_nonce``, so Discord
+    makes at most one message for it however often the request is repeated."""
+    return secrets.token_hex(12)  # 24 characters; Discord takes at most 25
+
+
 async def deliver(
     send: Callable[[], Awaitable[T]],
     *,
@@ -70,7 +77,9 @@ async def deliver(
     discord.py already waits out 429s and retries a 500/502/504 a few times; this covers what it
     gives up on (a 503, a 5xx that persists, a reset connection), so an answer that took seconds
     of analysis is not lost to one bad moment. 4xx answers are not retried: they would fail
-    again.
+    again. A channel message should carry a :func:`new_nonce`, so a retry after Discord stored
+    the message but its reply was lost does not post it twice (interaction follow-ups are
+    webhooks, which take no nonce).
 
     Parameters
     ----------

@@ -371,6 +371,22 @@ async def test_injected_5xx_is_retried_then_surfaces(fake_discord: FakeDiscord) 
     assert [m["content"] for m in fake.messages()] == ["retried once"]
 
 
+async def test_an_enforced_nonce_makes_one_message_however_often_it_is_sent(
+    fake_discord: FakeDiscord,
+) -> None:
+    fake = fake_discord
+    client = make_client()
+    async with running(client, fake):
+        channel = client.get_channel(fake.channel_id)
+        fake.fail("POST", r"/channels/\d+/messages", status=503, after_handling=True)
+        with pytest.raises(discord.DiscordServerError):
+            await channel.send("stored, answer lost", nonce="n-1")
+        again = await channel.send("stored, answer lost", nonce="n-1")
+        other = await channel.send("a new message", nonce="n-2")
+    assert [m["content"] for m in fake.messages()] == ["stored, answer lost", "a new message"]
+    assert [str(again.id), str(other.id)] == [m["id"] for m in fake.messages()]
+
+
 # ---------------------------------------------------------------------------------------
 # application commands and interactions
 # ---------------------------------------------------------------------------------------

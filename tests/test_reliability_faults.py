@@ -303,6 +303,22 @@ async def test_a_5xx_does_not_lose_the_answer(
     assert len(replies_to(fake, {"id": reply["message_reference"]["message_id"]})) == 1
 
 
+async def test_an_answer_discord_stored_before_failing_is_not_posted_twice(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    """Discord may store a message and still answer 5xx; the retry carries the same nonce."""
+    fake = fake_discord
+    await start_bot()
+    user = fake.add_user("listener")
+    since = len(fake.requests)
+    fake.fail("POST", MESSAGES, status=503, after_handling=True)
+    reply = await reply_to_drop(fake, user, good_clip(), "lost-answer.wav")
+    assert title(reply).startswith(PREDICTION)
+    await fake.wait_for(lambda f: len(attempts(f, "POST", MESSAGES, since)) == 2)
+    await asyncio.sleep(0.5)
+    assert len(replies_to(fake, {"id": reply["message_reference"]["message_id"]})) == 1
+
+
 async def test_a_5xx_that_never_ends_is_logged_and_the_bot_goes_on(
     fake_discord: FakeDiscord, start_bot: StartBot, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import deliver
+from bot.client import deliver, new_nonce
 from bot.download import fetch_attachment, fetch_url, too_large
 from bot.embeds import error_embed, pack, prediction_embed
 from bot.limits import CooldownError, UserBusyError, UserLimiter
@@ -196,8 +196,11 @@ class Classify(commands.Cog):
         except (UserBusyError, CooldownError) as exc:
             refusal = str(exc)
             reference = message.to_reference(fail_if_not_exists=False)
+            nonce = new_nonce()
             await deliver(
-                lambda: message.channel.send(refusal, reference=reference, mention_author=False)
+                lambda: message.channel.send(
+                    refusal, reference=reference, mention_author=False, nonce=nonce
+                )
             )
 
     async def _answer_message(
@@ -209,9 +212,10 @@ class Classify(commands.Cog):
             # A reply, even when the message was deleted meanwhile (then without the link).
             reference = message.to_reference(fail_if_not_exists=False)
             for group in pack(self.embeds(audio, outcomes)):
+                nonce = new_nonce()
                 await deliver(
-                    lambda group=group: message.channel.send(
-                        embeds=group, reference=reference, mention_author=False
+                    lambda group=group, nonce=nonce: message.channel.send(
+                        embeds=group, reference=reference, mention_author=False, nonce=nonce
                     )
                 )
         finally:

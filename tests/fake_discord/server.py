@@ -29,6 +29,7 @@ from .gateway import (
 
 API_PREFIX = "/api/v10"
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's per-message upload limit without boosts
+NONCE_WINDOW_S = 300.0  # Discord keeps enforced nonces "for a few minutes"
 
 _MESSAGE_FLAGS_ALLOWED = (
     payloads.FLAG_SUPPRESS_EMBEDS
@@ -143,6 +144,7 @@ class _Fault:
     status: int
     retry_after: float = 0.0
     global_: bool = False
+    after_handling: bool = False
 
 
 @dataclass
@@ -343,6 +345,7 @@ class FakeDiscord:
         self._tokens: dict[str, int] = {}
         self._cdn: dict[str, cdn.Handler] = {}
         self._faults: list[_Fault] = []
+        self._nonces: dict[tuple[int, str], tuple[_Message, float]] = {}
         self._change = asyncio.Event()
 
         self.requests: list[RequestRecord] = []
@@ -585,7 +588,10 @@ class FakeDiscord:
             _Fault(method.upper(), re.compile(path_regex), count, 429, retry_after, global_)
         )
 
-    def fail(self, method: str, path_regex: str, status: int = 500, count: int = 1) -> None:
+    def fail(
+        self, method: str, path_regex: str, status: int = 500, count: int = 1,
+        *, after_handling: bool = False,
+    ) -> None:
         """Answer the next ``count`` matching REST requests with an error status.
 
         Parameters
@@ -598,8 +604,14 @@ class FakeDiscord:
             HTTP status (5xx: discord.py retries 500/502/504 after 1, 3, 5... s).
         count : int
             How many requests to fail.
+        after_handling : bool
+            Carry the request out first and lose only the answer, as when Discord stored a
+            message but its reply never arrived.
         """
-        self._faults.append(_Fault(method.upper(), re.compile(path_regex), count, status))
+        self._faults.append(
+            _Fault(method.upper(), re.compile(path_regex), count, status,
+                   after_handling=after_handling)
+        )
 
     async def send_message(
         self,
@@ -1551,7 +1563,7 @@ class FakeDiscord:
         bucket = f"fake-{abs(hash((method, route.template if route else path))) % 10**8:x}"
         try:
             fault = self._take_fault(method, path)
-            if fault is not None:
+            if fault is not None and not fault.after_handling:
                 # Drain the unread body first, or the keep-alive connection is left broken.
                 await request.release()
                 response = self._fault_response(fault, bucket)
@@ -1599,6 +1611,11 @@ class FakeDiscord:
             return _json_response(
                 err.body(), status=err.status, headers=self._ratelimit_headers(bucket)
             )
+        if fault is not None:  # handled, but the answer is lost
+            response = self._fault_response(fault, bucket)
+            record.status, record.code = response.status, 0
+            self._changed()
+            return response
         record.status = status
         if route.kind:
             self._log_interaction(route.kind, params, record, ctx.message)
@@ -1853,10 +1870,19 @@ class FakeDiscord:
         flags = int(body.get("flags") or 0) & (
             payloads.FLAG_SUPPRESS_EMBEDS | payloads.FLAG_SUPPRESS_NOTIFICATIONS | (1 << 15)
         )
+        # Discord: with enforce_nonce, a nonce used by the same author in the channel within the
+        # last few minutes returns the message it made instead of a second one.
+        nonce_key = (cid, str(body.get("nonce")))
+        if body.get("enforce_nonce") and body.get("nonce") is not None:
+            earlier = self._nonces.get(nonce_key)
+            if earlier is not None and time.monotonic() - earlier[1] < NONCE_WINDOW_S:
+                return 200, earlier[0].data
         msg_body = {**body, "attachments": self._apply_files(cid, body, ctx.files, [])}
         stored = self._new_message(
             cid, self.bot_user_id, msg_body, reference=reference, flags=flags
         )
+        if body.get("enforce_nonce") and body.get("nonce") is not None:
+            self._nonces[nonce_key] = (stored, time.monotonic())
         await self._dispatch_message("MESSAGE_CREATE", stored)
         return 200, stored.data
 
