@@ -192,6 +192,16 @@ def _format_report(report: dict[str, Any]) -> str:
         f"{report['protocol']}: {report['description']}",
         f"  accuracy {report['accuracy']:.1%}   macro-F1 {report['macro_f1']:.3f}   "
         f"ECE {report['ece']:.3f}   ({report['n_tracks']} tracks)",
+    ]
+    calibration = report.get("calibration")
+    if calibration and "ece_floor" in calibration:
+        lines.append(
+            f"  calibration: temperature {calibration['temperature']:.2f}, ECE "
+            f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after "
+            f"(cross-fitted; a perfectly calibrated model scores about "
+            f"{calibration['ece_floor']:.3f} on {calibration['n']} examples)"
+        )
+    lines += [
         "  confusion (rows: true, columns: predicted)",
         "  " + " " * 10 + " ".join(f"{g[:4]:>4}" for g in genres),
     ]

@@ -104,6 +104,25 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15)
     return float(ece)
 
 
+def ece_floor(probs: np.ndarray, draws: int = 500, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model would still score on this many examples.
+
+    Binned ECE is biased upwards on small sets: each answer is drawn right with probability
+    equal to its confidence, and the mean ECE over ``draws`` such outcomes is returned, so a
+    measured ECE can be read against what sampling noise alone gives.
+    """
+    rng = np.random.default_rng(seed)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    wrong_label = (predicted + 1) % probs.shape[1]
+    scores = [
+        expected_calibration_error(
+            probs, np.where(rng.random(len(probs)) < confidence, predicted, wrong_label)
+        )
+        for _ in range(draws)
+    ]
+    return float(np.mean(scores))
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The softmax temperature that minimises the negative log-likelihood of held-out logits."""
 

@@ -33,7 +33,7 @@ EMBEDDING_KEY = "musicnn-embeddings-v1"
 CROPS = 4
 #: Default feature groups of the head (see genre_core.musicnn.feature_names_for).
 DEFAULT_GROUPS = ("tags", "penultimate")
-HEAD = {"hidden": (128,), "dropout": 0.5, "epochs": 60, "batch_size": 64}
+HEAD = {"hidden": (128,), "dropout": 0.5, "l2": 1e-3, "epochs": 60, "batch_size": 64}
 
 
 def variant_audio(y: np.ndarray, sr: int, variant: str) -> np.ndarray:

@@ -49,6 +49,9 @@ class GenreModel:
         Widths of the hidden layers.
     dropout : float
         Dropout rate after each hidden layer.
+    l2 : float
+        L2 weight penalty of the hidden layers (0 = none); it keeps a head trained on few
+        clips from growing over-confident logits.
     epochs, batch_size, learning_rate, seed
         Training settings.
     """
@@ -57,6 +60,7 @@ class GenreModel:
     family: str = "table"
     hidden: tuple[int, ...] = (256, 128)
     dropout: float = 0.3
+    l2: float = 0.0
     epochs: int = 150
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -76,9 +80,10 @@ class GenreModel:
         scaler = keras.layers.Normalization(name="scaler")
         scaler.adapt(X)
         layers: list[Any] = [keras.Input((X.shape[1],)), scaler]
+        penalty = keras.regularizers.L2(self.l2) if self.l2 else None
         for width in self.hidden:
             layers += [
-                keras.layers.Dense(width, activation="relu"),
+                keras.layers.Dense(width, activation="relu", kernel_regularizer=penalty),
                 keras.layers.Dropout(self.dropout, seed=self.seed),
             ]
         layers.append(keras.layers.Dense(len(self.genres), name="logits"))
@@ -124,7 +129,8 @@ class GenreModel:
             feature_names=self.feature_names,
             temperature=self.temperature_,
             hyperparameters={
-                "hidden": list(self.hidden), "dropout": self.dropout, "epochs": self.epochs,
+                "hidden": list(self.hidden), "dropout": self.dropout, "l2": self.l2,
+                "epochs": self.epochs,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                 "seed": self.seed,
             },
@@ -152,6 +158,7 @@ class GenreModel:
         model = cls(
             feature_names=meta["feature_names"], family=meta["family"], genres=meta["genres"],
             hidden=tuple(hp.get("hidden", ())), dropout=hp.get("dropout", 0.0),
+            l2=hp.get("l2", 0.0),
             temperature_=float(meta.get("temperature", 1.0)), metadata_=meta,
         )
         keras = _keras()

@@ -91,3 +91,13 @@ def test_refuses_a_corrupt_model_file(trained, tmp_path: Path) -> None:  # noqa:
     (directory / MODEL_FILE).write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ModelMismatchError, match="could not be read"):
         GenreModel.load(directory)
+
+
+def test_an_l2_penalty_tempers_the_logits_and_is_kept(tmp_path: Path) -> None:
+    X, y = separable_data()
+    plain = GenreModel(NAMES, epochs=60, hidden=(32,)).fit(X, y)
+    penalised = GenreModel(NAMES, epochs=60, hidden=(32,), l2=0.05).fit(X, y)
+    assert (penalised.predict(X) == y).mean() > 0.9
+    assert np.abs(penalised.logits(X)).max() < np.abs(plain.logits(X)).max()
+    penalised.save(tmp_path)
+    assert GenreModel.load(tmp_path).l2 == 0.05
