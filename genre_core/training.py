@@ -184,7 +184,8 @@ def retrain(
     ``out_dir``, calibration and "unsure" thresholds included.
 
     Returns the stored metrics plus flat figures for a report: the headline ``accuracy`` and
-    ``macro_f1`` of the family's protocol, its ``ece``, ``temperature`` and thresholds, and for
+    ``macro_f1`` of the family's protocol, its ``ece`` (with ``ece_floor``, what a perfectly
+    calibrated model would score on as many examples), ``temperature`` and thresholds, and for
     the learned family the table family's accuracy on the same clips.
     """
     family = family or shipped_family()
@@ -201,6 +202,7 @@ def retrain(
         metrics["fault_filtered_accuracy"] = metrics["protocols"]["fault-filtered"]["accuracy"]
     meta = json.loads((Path(out_dir) / METADATA_FILE).read_text())
     metrics["ece"] = meta["calibration"].get("ece_after")
+    metrics["ece_floor"] = meta["calibration"].get("ece_floor")
     metrics["temperature"] = meta["calibration"].get("temperature")
     metrics["unsure_below_probability"] = meta["thresholds"].get("min_probability")
     metrics["unsure_below_margin"] = meta["thresholds"].get("min_margin")

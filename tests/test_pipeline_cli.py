@@ -102,3 +102,16 @@ def test_table_family_is_still_selectable() -> None:
     assert prediction.model_family == "table"
     assert set(prediction.probabilities) == set(GENRES)
     assert prediction.tags == []  # only the learned family has a network to name style tags
+
+
+@pytest.mark.skipif(not (DATA_DIR / "gtzan" / "splits").is_dir(), reason="no GTZAN splits")
+def test_retrain_refits_calibration_and_thresholds_with_the_model(tmp_path: Path) -> None:
+    from genre_core.training import retrain
+
+    metrics = retrain(DATA_DIR, tmp_path, family="table", epochs=3)
+    saved = Classifier.load(tmp_path).model.metadata_
+    assert metrics["temperature"] == saved["calibration"]["temperature"] > 0
+    assert metrics["ece"] == saved["calibration"]["ece_after"]
+    assert 0 < metrics["ece_floor"] < 0.1  # 1,000 held-out tracks
+    assert metrics["unsure_below_probability"] == saved["thresholds"]["min_probability"]
+    assert saved["calibration"]["n"] == 1000
