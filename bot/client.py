@@ -59,12 +59,6 @@ async def process_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
     )
 
 
-def new_nonce() -> str:
-    """A nonce for one channel message; discord.py sends it with ``enforce_nonce``, so Discord
-    makes at most one message for it however often the request is repeated."""
-    return secrets.token_hex(12)  # 24 characters; Discord takes at most 25
-
-
 async def deliver(
     send: Callable[[], Awaitable[T]],
     *,
@@ -77,9 +71,8 @@ async def deliver(
     discord.py already waits out 429s and retries a 500/502/504 a few times; this covers what it
     gives up on (a 503, a 5xx that persists, a reset connection), so an answer that took seconds
     of analysis is not lost to one bad moment. 4xx answers are not retried: they would fail
-    again. A channel message should carry a :func:`new_nonce`, so a retry after Discord stored
-    the message but its reply was lost does not post it twice (interaction follow-ups are
-    webhooks, which take no nonce).
+    again. For a channel reply use :func:`deliver_reply`, which also keeps a retry from posting
+    twice.
 
     Parameters
     ----------
@@ -109,6 +102,28 @@ async def deliver(
             )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+async def deliver_reply(
+    message: discord.Message,
+    content: str | None = None,
+    *,
+    embeds: list[discord.Embed] | None = None,
+) -> discord.Message:
+    """Reply to ``message`` in its channel through :func:`deliver`.
+
+    The reply carries a nonce, which discord.py sends with ``enforce_nonce``: when Discord stored
+    the message but its answer was lost, the retry returns that message instead of posting a
+    second one (interaction follow-ups are webhooks, which take no nonce). It is posted even
+    when ``message`` was deleted meanwhile, then without the link.
+    """
+    reference = message.to_reference(fail_if_not_exists=False)
+    nonce = secrets.token_hex(12)  # 24 characters; Discord takes at most 25
+    return await deliver(
+        lambda: message.channel.send(
+            content, embeds=embeds, reference=reference, mention_author=False, nonce=nonce
+        )
+    )
 
 
 def use_endpoints(api_base: str, gateway_url: str) -> tuple[str, yarl.URL]:

@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import deliver, new_nonce
+from bot.client import deliver, deliver_reply
 from bot.download import fetch_attachment, fetch_url, too_large
 from bot.embeds import error_embed, pack, prediction_embed
 from bot.limits import CooldownError, UserBusyError, UserLimiter
@@ -194,14 +194,7 @@ class Classify(commands.Cog):
             with self.bot.inflight, self.limiter.admit(message.author.id):
                 await self._answer_message(message, audio)
         except (UserBusyError, CooldownError) as exc:
-            refusal = str(exc)
-            reference = message.to_reference(fail_if_not_exists=False)
-            nonce = new_nonce()
-            await deliver(
-                lambda: message.channel.send(
-                    refusal, reference=reference, mention_author=False, nonce=nonce
-                )
-            )
+            await deliver_reply(message, str(exc))
 
     async def _answer_message(
         self, message: discord.Message, audio: list[discord.Attachment]
@@ -209,15 +202,8 @@ class Classify(commands.Cog):
         reacted = await self._react(message)
         try:
             outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
-            # A reply, even when the message was deleted meanwhile (then without the link).
-            reference = message.to_reference(fail_if_not_exists=False)
             for group in pack(self.embeds(audio, outcomes)):
-                nonce = new_nonce()
-                await deliver(
-                    lambda group=group, nonce=nonce: message.channel.send(
-                        embeds=group, reference=reference, mention_author=False, nonce=nonce
-                    )
-                )
+                await deliver_reply(message, embeds=group)
         finally:
             if reacted:
                 with contextlib.suppress(discord.HTTPException, aiohttp.ClientError, OSError):

@@ -1528,6 +1528,18 @@ class FakeDiscord:
         body = {"message": f"{fault.status}: Injected failure", "code": 0}
         return _json_response(body, status=fault.status)
 
+    def _faulted(
+        self, fault: _Fault, bucket: str, record: RequestRecord, route: _Route | None,
+        params: dict[str, str],
+    ) -> web.Response:
+        """Answer with an injected fault, recorded like any other answer."""
+        response = self._fault_response(fault, bucket)
+        record.status, record.code = response.status, 0
+        if route is not None and route.kind:
+            self._log_interaction(route.kind, params, record, None)
+        self._changed()
+        return response
+
     async def _read_body(self, request: web.Request) -> tuple[Any, list[_File]]:
         ctype = request.content_type
         files: list[_File] = []
@@ -1566,12 +1578,7 @@ class FakeDiscord:
             if fault is not None and not fault.after_handling:
                 # Drain the unread body first, or the keep-alive connection is left broken.
                 await request.release()
-                response = self._fault_response(fault, bucket)
-                record.status, record.code = response.status, 0
-                if route is not None and route.kind:
-                    self._log_interaction(route.kind, params, record, None)
-                self._changed()
-                return response
+                return self._faulted(fault, bucket, record, route, params)
             if route is None:
                 if path_known:
                     raise ApiError(405, 0, "405: Method Not Allowed")
@@ -1612,10 +1619,7 @@ class FakeDiscord:
                 err.body(), status=err.status, headers=self._ratelimit_headers(bucket)
             )
         if fault is not None:  # handled, but the answer is lost
-            response = self._fault_response(fault, bucket)
-            record.status, record.code = response.status, 0
-            self._changed()
-            return response
+            return self._faulted(fault, bucket, record, route, params)
         record.status = status
         if route.kind:
             self._log_interaction(route.kind, params, record, ctx.message)
@@ -1872,16 +1876,16 @@ class FakeDiscord:
         )
         # Discord: with enforce_nonce, a nonce used by the same author in the channel within the
         # last few minutes returns the message it made instead of a second one.
+        enforced = body.get("enforce_nonce") and body.get("nonce") is not None
         nonce_key = (cid, str(body.get("nonce")))
-        if body.get("enforce_nonce") and body.get("nonce") is not None:
-            earlier = self._nonces.get(nonce_key)
-            if earlier is not None and time.monotonic() - earlier[1] < NONCE_WINDOW_S:
-                return 200, earlier[0].data
+        earlier = self._nonces.get(nonce_key) if enforced else None
+        if earlier is not None and time.monotonic() - earlier[1] < NONCE_WINDOW_S:
+            return 200, earlier[0].data
         msg_body = {**body, "attachments": self._apply_files(cid, body, ctx.files, [])}
         stored = self._new_message(
             cid, self.bot_user_id, msg_body, reference=reference, flags=flags
         )
-        if body.get("enforce_nonce") and body.get("nonce") is not None:
+        if enforced:
             self._nonces[nonce_key] = (stored, time.monotonic())
         await self._dispatch_message("MESSAGE_CREATE", stored)
         return 200, stored.data
