@@ -124,19 +124,10 @@ def format_table(path: Path, prediction: Prediction) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    data_dir = args.data or default_data_dir()
-    if args.family == "musicnn":
-        from genre_core.comparison import compare
-        from genre_core.learned import train_musicnn
+    from genre_core.training import retrain
 
-        comparison = compare(data_dir, seed=args.seed, progress=_progress)
-        metrics = train_musicnn(data_dir, args.out, seed=args.seed, progress=_progress,
-                                comparison=comparison)
-    else:
-        from genre_core.training import train
-
-        metrics = train(data_dir, args.out, seed=args.seed, epochs=args.epochs,
-                        progress=_progress)
+    metrics = retrain(args.data or default_data_dir(), args.out, seed=args.seed,
+                      epochs=args.epochs, family=args.family, progress=_progress)
     for report in metrics["protocols"].values():
         print(_format_report(report))
     print(f"model written to {args.out}")
