@@ -143,16 +143,9 @@ class GenreModel:
     def load(cls, directory: Path, expected_features: list[str] | None = None) -> GenreModel:
         """Load an artifact, refusing one that is incomplete or does not match this code."""
         directory = Path(directory)
-        meta_path, model_path = directory / METADATA_FILE, directory / MODEL_FILE
-        if not meta_path.is_file() or not model_path.is_file():
-            raise ModelMissingError(
-                f"No complete model at {directory} (expected {METADATA_FILE} and {MODEL_FILE}). "
-                "Run `genre train` to make one."
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelMismatchError(f"The model metadata in {directory} is unreadable.") from exc
+        model_path = directory / MODEL_FILE
+        meta = read_artifact(directory, METADATA_FILE, MODEL_FILE, what="model",
+                             remedy="Run `genre train` to make one.")
         _check_metadata(meta, directory, expected_features)
         hp = meta.get("hyperparameters", {})
         model = cls(
@@ -175,6 +168,34 @@ class GenreModel:
                 f"The model in {directory} has {outputs} outputs for {len(model.genres)} genres."
             )
         return model
+
+
+def read_artifact(
+    directory: Path, metadata_file: str, *other_files: str, what: str, remedy: str
+) -> dict[str, Any]:
+    """The JSON metadata of an artifact directory, refusing one that lacks a file (half
+    written or never made) or whose metadata cannot be parsed.
+
+    Parameters
+    ----------
+    directory : Path
+        The artifact.
+    metadata_file, *other_files : str
+        The files it must hold; the first is parsed and returned.
+    what : str
+        What the artifact is, for the messages ("model", "music detector").
+    remedy : str
+        The sentence that tells the user how to make one.
+    """
+    expected = (metadata_file, *other_files)
+    if not all((directory / name).is_file() for name in expected):
+        raise ModelMissingError(
+            f"No complete {what} at {directory} (expected {' and '.join(expected)}). {remedy}"
+        )
+    try:
+        return json.loads((directory / metadata_file).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelMismatchError(f"The {what} metadata in {directory} is unreadable.") from exc
 
 
 def _check_metadata(meta: dict, directory: Path, expected_features: list[str] | None) -> None:

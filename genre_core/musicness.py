@@ -30,6 +30,7 @@ import scipy.fft as sfft
 import scipy.ndimage as ndi
 
 from genre_core.errors import ModelMismatchError, ModelMissingError
+from genre_core.model import read_artifact
 
 #: Rate every cue is computed at: the telephone band (0-4 kHz), see the module docstring.
 CUE_SR = 8_000
@@ -841,18 +842,8 @@ class MusicDetector:
             They were written for other cues or another format.
         """
         directory = Path(directory) if directory is not None else DEFAULT_DIR
-        meta_path, arrays_path = directory / META_FILE, directory / ARRAYS_FILE
-        if not meta_path.is_file() or not arrays_path.is_file():
-            raise ModelMissingError(
-                f"No music detector at {directory} (expected {META_FILE} and {ARRAYS_FILE}). "
-                "Run `genre train-detector` to make one."
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelMismatchError(
-                f"The detector metadata in {directory} is unreadable."
-            ) from exc
+        meta = read_artifact(directory, META_FILE, ARRAYS_FILE, what="music detector",
+                             remedy="Run `genre train-detector` to make one.")
         if meta.get("format_version") != FORMAT_VERSION or meta.get("cue_names") != list(CUE_NAMES):
             raise ModelMismatchError(
                 f"The music detector in {directory} was made for other cue features or another "
@@ -867,7 +858,7 @@ class MusicDetector:
             kind_min_probability=hp.get("kind_min_probability", 0.5),
             segment_s=hp.get("segment_s", SEGMENT_S), seed=hp.get("seed", 0),
         )
-        with np.load(arrays_path, allow_pickle=False) as z:
+        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as z:
             det.mean_, det.scale_ = z["mean"], z["scale"]
             det.ood_mean_, det.ood_precision_ = z["ood_mean"], z["ood_precision"]
             n = int(meta["n_layers"])

@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from genre_core.errors import EmptyAudioError, ModelMismatchError, ModelMissingError
+from genre_core.model import read_artifact
 
 #: Where the converted network ships.
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "musicnn"
@@ -340,14 +341,11 @@ class MusicnnEmbedder:
             ones its config records.
         """
         wdir = Path(weights_dir or DEFAULT_WEIGHTS_DIR)
-        weights, config_path = wdir / WEIGHTS_FILE, wdir / CONFIG_FILE
-        for path in (weights, config_path):
-            if not path.is_file():
-                raise ModelMissingError(
-                    f"The music network is missing ({path}). Run scripts/convert_musicnn.py "
-                    "or restore models/musicnn/."
-                )
-        config = json.loads(config_path.read_text())
+        weights = wdir / WEIGHTS_FILE
+        config = read_artifact(
+            wdir, CONFIG_FILE, WEIGHTS_FILE, what="music network",
+            remedy="Run scripts/convert_musicnn.py or restore models/musicnn/.",
+        )
         expected = {
             "sample_rate": SR,
             "n_fft": N_FFT,
