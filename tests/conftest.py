@@ -7,13 +7,11 @@ the retrain child import them by reference (``conftest.load_stub``): this direct
 
 from __future__ import annotations
 
-import io
+import asyncio
 import json
 import os
-import subprocess
 import time
 import uuid
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import pytest_asyncio
+from synth import encode, wav_bytes
 
 from genre_core.audio import decode
 from genre_core.errors import ModelMismatchError, ModelMissingError
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 pytest_plugins = ("fake_discord.fixtures",)
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHIPPED_MODEL = ROOT / "models" / "genre"
 GENRES = (
     "blues",
@@ -67,30 +65,6 @@ def music_like(seconds: float, *, sr: int = SAMPLE_RATE, seed: int = 0) -> np.nd
     y = sum(0.2 * np.sin(2 * np.pi * root * ratio * t) for ratio in (1.0, 1.25, 1.5, 2.0))
     beat = (np.sin(2 * np.pi * 2.0 * t) > 0.95).astype(float) * rng.standard_normal(t.size) * 0.3
     return (y + beat).astype(np.float32) / 2.0
-
-
-def wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
-    """16-bit mono WAV."""
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sr)
-        out.writeframes(pcm)
-    return buffer.getvalue()
-
-
-def encode(samples: np.ndarray, fmt: str, sr: int = SAMPLE_RATE) -> bytes:
-    """Encode with ffmpeg (``mp3``, ``ogg``, ``flac``...) through pipes."""
-    result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "wav", "-i", "pipe:0", "-f", fmt, "pipe:1"],
-        input=wav_bytes(samples, sr),
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    return result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -281,6 +255,19 @@ def assert_clean(fake: FakeDiscord) -> None:
 
 
 StartBot = Callable[..., Awaitable["GenreBot"]]
+
+
+def hold_classifications(bot: GenreBot) -> asyncio.Event:
+    """Make the bot's classifications wait until the returned event is set."""
+    gate = asyncio.Event()
+    classify = bot.jobs.classify
+
+    async def held(data: bytes, filename: str | None) -> Any:
+        await gate.wait()
+        return await classify(data, filename)
+
+    bot.jobs.classify = held  # type: ignore[method-assign]
+    return gate
 
 
 def accuracy_not_lower(new: dict[str, Any], old: dict[str, Any]) -> bool:

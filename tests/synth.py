@@ -63,5 +63,7 @@ def encode(y: np.ndarray, fmt: str, sr: int = SR, extra: list[str] | None = None
     ]
     if fmt == "m4a":  # the mp4 muxer needs a seekable output
         cmd = cmd[:-1] + ["-movflags", "frag_keyframe+empty_moov", "pipe:1"]
-    result = subprocess.run(cmd, input=wav_bytes(y, sr), capture_output=True, check=True)
+    result = subprocess.run(
+        cmd, input=wav_bytes(y, sr), capture_output=True, check=True, timeout=120
+    )
     return result.stdout

@@ -7,29 +7,20 @@ test marked for the shipped model.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA_DIR, GENRES, SHIPPED_MODEL, StartBot
+from conftest import GENRES, SHIPPED_MODEL, StartBot, hold_classifications, replies_to
 from fake_discord import FakeDiscord, cdn
+from synth import DATA_DIR
 
 from bot.client import process_jobs
 from genre_core.audio import decode
 from genre_core.errors import AudioError
 
 BAR = re.compile(r"^(\w+)\s+[█░]+\s+\d+%$")
-
-
-def replies_to(fake: FakeDiscord, message: dict[str, Any]) -> list[dict[str, Any]]:
-    """Bot messages that reply to ``message``."""
-    return [
-        m
-        for m in fake.messages()
-        if (m.get("message_reference") or {}).get("message_id") == message["id"]
-    ]
 
 
 def genre_bars(embed: dict[str, Any]) -> dict[str, str]:
@@ -303,14 +294,7 @@ async def test_a_user_with_a_request_running_is_asked_to_wait(
     fake = fake_discord
     bot = await start_bot(user_concurrency=1)
     user = fake.add_user("impatient")
-    gate = asyncio.Event()
-    classify = bot.jobs.classify
-
-    async def held(data: bytes, filename: str | None) -> Any:
-        await gate.wait()
-        return await classify(data, filename)
-
-    bot.jobs.classify = held  # type: ignore[method-assign]
+    gate = hold_classifications(bot)
     first = await fake.send_message(
         user, "", [fake.add_attachment(mp3_clip, "a.mp3", "audio/mpeg")]
     )

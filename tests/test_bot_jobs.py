@@ -18,8 +18,8 @@ from conftest import (
     make_stub_artifact,
     music_like,
     stub_retrain,
-    wav_bytes,
 )
+from synth import wav_bytes
 
 from genre_core.errors import AudioError, ModelError
 from genre_core.jobs import (

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, GENRES, ROOT, SHIPPED_MODEL
+from conftest import GENRES, ROOT, SHIPPED_MODEL
 from fake_discord import FakeDiscord
+from synth import DATA_DIR
 
 
 @pytest.mark.shared_data

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import StartBot, load_burning_stub, music_like, wav_bytes
+from conftest import StartBot, load_burning_stub, music_like
 from fake_discord import FakeDiscord
+from synth import wav_bytes
 
 from bot.client import GenreBot
 from bot.settings import BotSettings

@@ -18,8 +18,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from conftest import StartBot, assert_clean, encode, music_like, replies_to
+from conftest import StartBot, assert_clean, music_like, replies_to
 from fake_discord import FakeDiscord
+from synth import encode
 
 from bot.client import GenreBot
 from bot.limits import CooldownError, UserBusyError, UserLimiter

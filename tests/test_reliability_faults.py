@@ -17,15 +17,15 @@ from conftest import (
     StartBot,
     StubClassifier,
     assert_clean,
+    hold_classifications,
     load_crashing_stub,
     load_hanging_stub,
     make_stub_artifact,
     music_like,
     replies_to,
-    wav_bytes,
 )
 from fake_discord import FakeDiscord
-from synth import encode as encode_any
+from synth import encode, wav_bytes
 
 from bot.settings import BotSettings
 from genre_core.jobs import ClassifyJobs, JobTimeoutError, ProcessJobs, ThreadJobs
@@ -158,7 +158,7 @@ def hanging_tools(folder: Path, hang: str) -> Path:
     [
         ("ffprobe", lambda: good_clip(), "probe-hangs.wav"),
         # libsndfile cannot read m4a, so ffmpeg decodes it: the decoder itself hangs.
-        ("ffmpeg", lambda: encode_any(music_like(3.5), "m4a"), "decoder-hangs.m4a"),
+        ("ffmpeg", lambda: encode(music_like(3.5), "m4a"), "decoder-hangs.m4a"),
     ],
     ids=["ffprobe", "ffmpeg"],
 )
@@ -197,14 +197,7 @@ async def test_answers_survive_the_gateway_dropping(
     fake = fake_discord
     bot = await start_bot()
     user = fake.add_user("listener")
-    gate = asyncio.Event()
-    classify = bot.jobs.classify
-
-    async def held(data: bytes, filename: str | None) -> Any:
-        await gate.wait()
-        return await classify(data, filename)
-
-    bot.jobs.classify = held  # type: ignore[method-assign]
+    gate = hold_classifications(bot)
     pending = await fake.send_message(
         user, "", [fake.add_attachment(good_clip(), "pending.wav", "audio/wav")]
     )

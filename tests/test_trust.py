@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, SHIPPED_MODEL, StartBot, replies_to
+from conftest import SHIPPED_MODEL, StartBot, replies_to
 from fake_discord import FakeDiscord
-from synth import SR, music_like, tone, wav_bytes
+from synth import DATA_DIR, SR, music_like, tone, wav_bytes
 
 from bot.client import process_jobs
 from genre_core.audio import Audio
