@@ -1,32 +1,54 @@
 #!/usr/bin/env bash
 # Installs what genre-bot needs on a fresh Debian machine: system packages (ffmpeg, plus the
 # test-only tools given as arguments), then the .venv with the project and its Python packages.
-# Idempotent: each step is skipped when already done.
+# Idempotent: each step is skipped when already done. Works as root (a bare container) and as a
+# user with sudo. tests/test_setup_script.py runs it against a stand-in apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
 
+tools=(ffmpeg "$@")
 need=()
-command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
-for tool in "$@"; do
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# Debian's own python3 leaves venv's pip bootstrap out; python3-venv brings it.
+if [ ! -x .venv/bin/python ] && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    need+=(python3-venv)
+fi
+
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing system packages: ${need[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "setup: cannot install ${need[*]}: no apt-get here. Install them with your package manager." >&2
+        echo "setup: cannot install ${need[*]}: there is no apt-get here." \
+             "Install them with your system's package manager, then run this again." >&2
         exit 1
     fi
-    if ! { $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
-        echo "setup: apt-get could not install ${need[*]}. Install them by hand (Debian: apt-get install ${need[*]})." >&2
+    as_root=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "setup: installing ${need[*]} needs root, and there is no sudo here." \
+                 "Run 'apt-get install ${need[*]}' as root, then run this again." >&2
+            exit 1
+        fi
+        as_root=(sudo)
+    fi
+    # `env` carries the variable through sudo, and works the same without it.
+    if ! { "${as_root[@]}" apt-get update -qq &&
+           "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+               apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+        echo "setup: apt-get could not install ${need[*]}." \
+             "Install them by hand (Debian: apt-get install ${need[*]}), then run this again." >&2
         exit 1
     fi
+    for tool in "${tools[@]}"; do
+        command -v "$tool" >/dev/null 2>&1 || {
+            echo "setup: '$tool' is still not on PATH after apt-get install." >&2; exit 1; }
+    done
 fi
 
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    python=${PYTHON:-python3}
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
         echo "setup: Python 3.11 or newer is needed (found $("$python" --version 2>&1))." >&2; exit 1; }
     [ -x .venv/bin/python ] || "$python" -m venv .venv
