@@ -44,15 +44,33 @@ TARGETS = {
 }
 
 
+#: Repetitions per measurement: a full run, ``--quick``, and ``--tiny`` (the test suite's smoke
+#: run on short synthetic clips, which checks that every figure is still produced).
+COUNTS = {
+    "full": {"clip_runs": 20, "song_runs": 5, "probe_runs": 10, "numpy_runs": 20, "ref_runs": 3,
+             "throughput_clips": 24, "ref_throughput_clips": 4, "cold_repeats": 2,
+             "shipped_runs": 5, "musicnn_runs": 3, "bot_clips": 20},
+    "quick": {"clip_runs": 7, "song_runs": 2, "probe_runs": 5, "numpy_runs": 5, "ref_runs": 1,
+              "throughput_clips": 10, "ref_throughput_clips": 2, "cold_repeats": 1,
+              "shipped_runs": 2, "musicnn_runs": 1, "bot_clips": 20},
+    "tiny": {"clip_runs": 1, "song_runs": 1, "probe_runs": 1, "numpy_runs": 1, "ref_runs": 1,
+             "throughput_clips": 2, "ref_throughput_clips": 2, "cold_repeats": 1,
+             "shipped_runs": 1, "musicnn_runs": 1, "bot_clips": 3},
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~1-2 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~2-3 min)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="one repetition on short synthetic clips: checks, not figures")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--no-lag", action="store_true", help="skip the bot event-loop lag")
     args = parser.parse_args(argv)
-    quick = args.quick
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    n = COUNTS[mode]
     results: dict[str, float | int | str] = {
-        "quick": int(quick),
+        "mode": mode,
         "cpu_count": os.cpu_count() or 0,
         "load_avg_1min_before": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
@@ -60,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genre-bench-") as tmp:
-        clip, song = make_clips(Path(tmp))
+        clip, song = make_clips(Path(tmp), tiny=args.tiny)
         results["clip_30s_source"] = clip.source
         results["song_4min_source"] = song.source
-        print("genre-bot benchmark (this takes a few minutes)", file=sys.stderr)
+        print(f"genre-bot benchmark, {mode} (this takes a few minutes)", file=sys.stderr)
 
         from genre_core.pipeline import Classifier
 
@@ -79,23 +97,23 @@ def main(argv: list[str] | None = None) -> int:
 
         # The table family: the fast extractor against the reference, same model.
         results |= measure.timed("fast latency, 30-s clip", lambda: measure.fast_latency(
-            table_clf, clip, runs=7 if quick else 20))
+            table_clf, clip, runs=n["clip_runs"]))
         results |= measure.timed("fast latency, 4-min song", lambda: measure.fast_latency(
-            table_clf, song, runs=2 if quick else 5, warmup=1))
+            table_clf, song, runs=n["song_runs"], warmup=1))
         results |= measure.timed("ffprobe cost", lambda: measure.probe_cost(
-            clip, runs=5 if quick else 10))
+            clip, runs=n["probe_runs"]))
         results |= measure.timed("numpy inference", lambda: measure.numpy_inference(
-            table_clf, song, runs=5 if quick else 20))
+            table_clf, song, runs=n["numpy_runs"]))
         results |= measure.timed("reference latency, 30-s clip", lambda: measure.reference_latency(
-            table_clf.model, clip, runs=1 if quick else 3))
+            table_clf.model, clip, runs=n["ref_runs"]))
         results |= measure.timed("reference latency, 4-min song",
                                  lambda: measure.reference_latency(table_clf.model, song, runs=1))
         results |= measure.timed("fast throughput", lambda: measure.fast_throughput(
-            clip, n_clips=10 if quick else 24, workers=WORKERS, model_dir=table_dir))
+            clip, n_clips=n["throughput_clips"], workers=WORKERS, model_dir=table_dir))
         results |= measure.timed("reference throughput", lambda: measure.reference_throughput(
-            clip, n_clips=2 if quick else 4, workers=WORKERS, model_dir=table_dir))
+            clip, n_clips=n["ref_throughput_clips"], workers=WORKERS, model_dir=table_dir))
         results |= measure.timed("fast cold start", lambda: measure.cold_start(
-            "fast", [clip, song], table_dir, repeats=1 if quick else 2))
+            "fast", [clip, song], table_dir, repeats=n["cold_repeats"]))
         # The reference child classifies the 30-s clip only: the song would add half a minute.
         results |= measure.timed("reference cold start", lambda: measure.cold_start(
             "reference", [clip], table_dir, repeats=1))
@@ -104,20 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         if shipped is not table_clf:
             shipped.warm_up()
             results |= measure.timed("shipped latency, 30-s clip", lambda: measure.fast_latency(
-                shipped, clip, runs=2 if quick else 5, warmup=1, label="shipped"))
+                shipped, clip, runs=n["shipped_runs"], warmup=1, label="shipped"))
             results |= measure.timed("shipped latency, 4-min song", lambda: measure.fast_latency(
                 shipped, song, runs=1, warmup=0, label="shipped"))
             results |= measure.timed("musicnn stages", lambda: measure.musicnn_stages(
-                clip, runs=1 if quick else 3))
-            if not quick:
-                results |= measure.timed("shipped cold start", lambda: measure.cold_start(
-                    "fast", [clip, song], shipped_dir, repeats=1, label="shipped"))
+                clip, runs=n["musicnn_runs"]))
+            # Peak RSS of a process serving the shipped model: what each worker costs.
+            results |= measure.timed("shipped cold start", lambda: measure.cold_start(
+                "fast", [clip, song], shipped_dir, repeats=1, label="shipped"))
         if not args.no_lag:
             from bench import lag
 
             # The bot as shipped: its default model, the production process pool.
             results |= measure.timed("bot event-loop lag", lambda: lag.measure(
-                clip, n_clips=20, workers=WORKERS))
+                clip, n_clips=n["bot_clips"], workers=WORKERS))
     results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
     results |= ratios(results)

@@ -35,13 +35,20 @@ class Clip:
         return self.path.read_bytes()
 
 
-def make_clips(directory: Path) -> tuple[Clip, Clip]:
+#: ``--tiny``: a short clip (one window) and a short song (two windows), synthesised.
+TINY_SECONDS = (8.0, 40.0)
+
+
+def make_clips(directory: Path, tiny: bool = False) -> tuple[Clip, Clip]:
     """Write the 30-s clip and the 4-minute song into ``directory``.
 
     Parameters
     ----------
     directory : Path
         Where the mp3 files go (created if needed).
+    tiny : bool
+        Synthesise short stand-ins (:data:`TINY_SECONDS`) under the same names, so that a smoke
+        run produces every figure quickly.
 
     Returns
     -------
@@ -50,6 +57,10 @@ def make_clips(directory: Path) -> tuple[Clip, Clip]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     real = GTZAN_AUDIO / f"{CLIP_TRACK}.mp3"
+    if tiny:
+        clip_s, song_s = TINY_SECONDS
+        return (_synthetic_clip("clip_30s", directory, clip_s, seed=1, label="tiny"),
+                _synthetic_clip("song_4min", directory, song_s, seed=2, label="tiny"))
     if real.is_file() and all((GTZAN_AUDIO / f"{g}.00000.mp3").is_file() for g in SONG_TRACKS):
         clip = Clip("clip_30s", real, 30.0, f"GTZAN {CLIP_TRACK} (22.05 kHz mono mp3)")
         song_path = directory / "song_4min.mp3"
@@ -57,13 +68,15 @@ def make_clips(directory: Path) -> tuple[Clip, Clip]:
         song = Clip("song_4min", song_path, 240.0,
                     "8 GTZAN tracks, re-encoded 44.1 kHz stereo 192 kbps mp3")
         return clip, song
-    clip_path, song_path = directory / "clip_30s.mp3", directory / "song_4min.mp3"
-    _encode_mp3(synthetic_music(30.0, USER_SR, seed=1), USER_SR, clip_path)
-    _encode_mp3(synthetic_music(240.0, USER_SR, seed=2), USER_SR, song_path)
-    return (
-        Clip("clip_30s", clip_path, 30.0, "synthetic, 44.1 kHz stereo 192 kbps mp3"),
-        Clip("song_4min", song_path, 240.0, "synthetic, 44.1 kHz stereo 192 kbps mp3"),
-    )
+    return (_synthetic_clip("clip_30s", directory, 30.0, seed=1),
+            _synthetic_clip("song_4min", directory, 240.0, seed=2))
+
+
+def _synthetic_clip(name: str, directory: Path, seconds: float, seed: int,
+                    label: str = "synthetic") -> Clip:
+    path = directory / f"{name}.mp3"
+    _encode_mp3(synthetic_music(seconds, USER_SR, seed=seed), USER_SR, path)
+    return Clip(name, path, seconds, f"{label} {seconds:g} s, 44.1 kHz stereo 192 kbps mp3")
 
 
 def synthetic_music(seconds: float, sr: int, seed: int = 0) -> np.ndarray:

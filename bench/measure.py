@@ -84,7 +84,7 @@ def probe_cost(clip: Clip, runs: int) -> dict[str, float]:
     for _ in range(runs):
         cpu = _cpu_s()
         started = time.perf_counter()
-        _finish_probe(_start_probe(clip.path), Limits(), time.monotonic() + 30)
+        _finish_probe(_start_probe(clip.path), clip.path, Limits(), time.monotonic() + 30)
         samples["wall"].append((time.perf_counter() - started) * 1000)
         samples["cpu"].append((_cpu_s() - cpu) * 1000)
     return summarise(f"{clip.name}_ffprobe", samples)
@@ -171,34 +171,27 @@ def reference_latency(model: Any, clip: Clip, runs: int) -> dict[str, float]:
 
 
 def musicnn_stages(clip: Clip, runs: int) -> dict[str, float]:
-    """Per-stage cost of the learned (musicnn) featurizer on one decoded clip; ``{}`` when the
-    network is not shipped or does not load."""
-    if not (ROOT / "models" / "musicnn").is_dir():
-        return {}
-    try:
-        from genre_core.audio import decode
-        from genre_core.musicnn import MusicnnFeaturizer
+    """Per-stage cost of the learned (musicnn) featurizer on one decoded clip."""
+    from genre_core.audio import decode
+    from genre_core.musicnn import MusicnnFeaturizer
 
-        featurizer = MusicnnFeaturizer()
-        featurizer.warm_up()
-        audio = decode(clip.path)
-        embedder = featurizer.embedder
-        samples: dict[str, list[float]] = {"patches": [], "network": [], "featurize": []}
-        for i in range(runs + 1):
-            t0 = time.perf_counter()
-            patches = embedder.patches(audio.samples, audio.sr)
-            t1 = time.perf_counter()
-            embedding = embedder.embed_patches(patches)
-            t2 = time.perf_counter()
-            featurizer.featurize(embedding)
-            t3 = time.perf_counter()
-            if i:  # the first run is warm-up
-                samples["patches"].append((t1 - t0) * 1000)
-                samples["network"].append((t2 - t1) * 1000)
-                samples["featurize"].append((t3 - t2) * 1000)
-    except Exception as exc:  # a broken optional path must not stop the benchmark
-        print(f"musicnn path skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return {}
+    featurizer = MusicnnFeaturizer()
+    featurizer.warm_up()
+    audio = decode(clip.path)
+    embedder = featurizer.embedder
+    samples: dict[str, list[float]] = {"patches": [], "network": [], "featurize": []}
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        patches = embedder.patches(audio.samples, audio.sr)
+        t1 = time.perf_counter()
+        embedding = embedder.embed_patches(patches)
+        t2 = time.perf_counter()
+        featurizer.featurize(embedding)
+        t3 = time.perf_counter()
+        if i:  # the first run is warm-up
+            samples["patches"].append((t1 - t0) * 1000)
+            samples["network"].append((t2 - t1) * 1000)
+            samples["featurize"].append((t3 - t2) * 1000)
     return summarise(f"{clip.name}_musicnn", samples)
 
 
