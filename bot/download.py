@@ -91,6 +91,8 @@ class PublicOnlyResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        if is_loopback_name(host):
+            raise BlockedAddressError(_blocked_message(host))
         results = await self._inner.resolve(host, port, family)
         for result in results:
             if not is_public_address(result["host"]):
@@ -99,6 +101,13 @@ class PublicOnlyResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def is_loopback_name(host: str) -> bool:
+    """``localhost`` and its subdomains are loopback whatever a resolver says (RFC 6761), and
+    a machine without an /etc/hosts entry for them must not turn that into "not found"."""
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def _blocked_message(host: str) -> str:
@@ -145,6 +154,8 @@ async def check_url(url: yarl.URL, *, allow_private: bool) -> None:
     if allow_private:
         return
     host = url.host
+    if is_loopback_name(host):
+        raise BlockedAddressError(_blocked_message(host))
     try:
         addresses = [ipaddress.ip_address(host).compressed]
     except ValueError:
