@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,7 +20,7 @@ from discord.gateway import DiscordWebSocket
 
 from bot.download import url_session
 from bot.settings import BotSettings
-from genre_core.errors import GenreError, ModelError
+from genre_core.errors import GenreError
 from genre_core.jobs import (
     ClassifyJobs,
     CompareTarget,
@@ -35,7 +36,8 @@ T = TypeVar("T")
 
 EXTENSIONS = ("bot.cogs.classify", "bot.cogs.admin")
 
-#: Builds the job runner for a model directory; awaited in ``setup_hook``, before READY.
+#: Builds and starts the job runner for a model directory, without waiting for its workers: they
+#: load while the bot connects (see ``ClassifyJobs.start``).
 JobsFactory = Callable[[Path, BotSettings], Awaitable[ClassifyJobs]]
 
 GENERIC_ERROR = "Something went wrong on my side. Please try again in a moment."
@@ -47,16 +49,19 @@ DELIVERY_BACKOFF_S = 1.0
 
 
 async def process_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
-    """The production job runner: a process pool sized to the machine, warmed up."""
+    """The production job runner: a process pool sized to the machine, its workers starting."""
     workers = settings.workers or default_workers()
     # Bound: one job running per worker plus ``queue_size`` waiting; beyond that, "busy".
-    return await ProcessJobs.create(
+    jobs = ProcessJobs(
         model_dir,
         workers=workers,
         limits=settings.limits,
         max_pending=workers + settings.queue_size,
         job_timeout_s=settings.job_timeout_s,
+        fallback_dir=settings.model_dir,
     )
+    await jobs.start()
+    return jobs
 
 
 async def deliver(
@@ -215,7 +220,7 @@ class GenreTree(app_commands.CommandTree):
 
 
 class GenreBot(commands.Bot):
-    """genre-bot: loads the model and warms it up before READY, then serves the cogs.
+    """genre-bot: connects at once while its workers load the model, then serves the cogs.
 
     Parameters
     ----------
@@ -260,7 +265,8 @@ class GenreBot(commands.Bot):
         self.registry: ModelRegistry
 
     async def setup_hook(self) -> None:
-        # Runs after login and before the gateway connects: READY waits for all of this.
+        # Runs after login and before the gateway connects: READY waits for this, but not for
+        # the workers, which load the model meanwhile (clips that come first wait for them).
         timeout = aiohttp.ClientTimeout(total=self.settings.download_timeout_s)
         self.session = aiohttp.ClientSession(timeout=timeout)
         self.url_session = url_session(
@@ -268,22 +274,22 @@ class GenreBot(commands.Bot):
             timeout_s=self.settings.download_timeout_s,
         )
         self.registry = ModelRegistry(self.settings.state_dir, self.settings.model_dir)
-        self.jobs = await self._start_jobs()
+        model_dir = self.registry.current_dir()
+        log.info("loading and warming up the model in %s", model_dir)
+        self.jobs = await self.jobs_factory(model_dir, self.settings)
+        self._workers_ready = asyncio.create_task(self._report_workers_ready())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
 
-    async def _start_jobs(self) -> ClassifyJobs:
-        model_dir = self.registry.current_dir()
-        log.info("loading and warming up the model in %s", model_dir)
+    async def _report_workers_ready(self) -> None:
+        started = time.monotonic()
         try:
-            return await self.jobs_factory(model_dir, self.settings)
-        except ModelError:
-            if model_dir == self.settings.model_dir:
-                raise
-            # A published version that no longer loads must not keep the bot down.
-            log.exception("model %s failed to load; serving the shipped model", model_dir)
-            return await self.jobs_factory(self.settings.model_dir, self.settings)
+            await self.jobs.ready()
+        except GenreError:
+            log.error("no model could be loaded: every clip is answered with the reason")
+            return
+        log.info("analysis ready in %.1f s", time.monotonic() - started)
 
     async def sync_commands(self) -> None:
         """Sync slash commands: to the development guild when one is set, else globally."""
@@ -313,6 +319,9 @@ class GenreBot(commands.Bot):
             session = getattr(self, name, None)
             if session is not None and not session.closed:
                 await session.close()
+        ready_report = getattr(self, "_workers_ready", None)
+        if ready_report is not None:
+            ready_report.cancel()
         jobs = getattr(self, "jobs", None)
         if jobs is not None:
             await jobs.close()

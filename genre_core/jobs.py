@@ -1,9 +1,11 @@
 """The one narrow interface the bot hands work to.
 
-The bot only ever sees :class:`ClassifyJobs`: ``classify`` bytes, ``reload`` a model directory,
-``close``. Today the work runs in a local process pool (:class:`ProcessJobs`); a distributed queue
-can replace it later without the bot noticing. :class:`ThreadJobs` runs the same contract in
-threads, for tests with a stand-in classifier.
+The bot only ever sees :class:`ClassifyJobs`: ``start`` it, ``classify`` bytes, ``reload`` a model
+directory, ``close``. ``start`` returns at once and the workers load the model in the background:
+the bot connects to Discord meanwhile, and a clip that comes before the workers are ready waits
+for them instead of being refused. Today the work runs in a local process pool
+(:class:`ProcessJobs`); a distributed queue can replace it later without the bot noticing.
+:class:`ThreadJobs` runs the same contract in threads, for tests with a stand-in classifier.
 
 Why processes: decoding, feature extraction (librosa, numba) and inference hold the GIL for much of
 their work, so threads would serialise on it and stall the bot's event loop; separate processes use
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -101,6 +104,14 @@ ClassifierLoader = Callable[[Path, Limits], SupportsClassify]
 class ClassifyJobs(Protocol):
     """The interface the bot hands work to."""
 
+    async def start(self) -> None:
+        """Start loading the model and return at once; jobs submitted meanwhile wait for it."""
+        ...
+
+    async def ready(self) -> None:
+        """Wait until a model serves; ``ModelError`` when none could be loaded."""
+        ...
+
     async def classify(self, data: bytes, filename: str | None) -> Prediction:
         """Analyse one encoded clip; raises ``GenreError`` subclasses (``BusyError`` when full)."""
         ...
@@ -110,7 +121,8 @@ class ClassifyJobs(Protocol):
         ...
 
     async def info(self) -> dict[str, Any]:
-        """The serving model's ``Classifier.info`` (version, family, trained_at, metrics)."""
+        """The serving model's ``Classifier.info`` (version, family, trained_at, metrics); while
+        the workers still load, what its metadata says, with ``loading: True``."""
         ...
 
     async def close(self) -> None:
@@ -225,20 +237,83 @@ def _await_ready(ready: Any, count: int, timeout_s: float) -> dict[str, Any]:
     return info
 
 
-class _JobsBase:
-    """What both implementations share: construction in one step and the pending count."""
+def metadata_info(model_dir: Path) -> dict[str, Any]:
+    """What a model's metadata says of it (version, family, date, metrics), read without loading
+    it: TensorFlow stays out of this process."""
+    try:
+        meta = json.loads((Path(model_dir) / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return {"path": str(model_dir)}
+    keys = ("version", "family", "trained_at", "metrics", "calibration", "thresholds")
+    return {**{key: meta.get(key) for key in keys}, "path": str(model_dir)}
 
+
+class _JobsBase:
+    """What both implementations share: starting in the background (with a fallback model),
+    waiting for it, and the pending count."""
+
+    model_dir: Path
+    fallback_dir: Path | None
     _admission: _Admission
+    _starting: asyncio.Future[None] | None = None
 
     @classmethod
     async def create(cls, model_dir: Path, **kwargs: Any) -> Self:
-        """Build and :meth:`start` in one step."""
+        """Build, :meth:`start` and wait until :meth:`ready`, for callers with nothing to do
+        meanwhile."""
         jobs = cls(model_dir, **kwargs)  # type: ignore[call-arg]
         await jobs.start()
+        await jobs.ready()
         return jobs
 
     async def start(self) -> None:
+        """Start loading the model in the background and return at once."""
+        self._starting = asyncio.get_running_loop().create_task(self._start_serving())
+        # Read here, so that a failure nobody waited for is not reported twice by asyncio.
+        self._starting.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def ready(self) -> None:
+        """Wait until a model serves; ``ModelError`` when none could be loaded."""
+        if self._starting is None:
+            raise GenreError("The analyser is not running.")
+        await asyncio.shield(self._starting)
+
+    @property
+    def is_ready(self) -> bool:
+        task = self._starting
+        return task is not None and task.done() and not task.cancelled() and not task.exception()
+
+    async def _start_serving(self) -> None:
+        try:
+            await self._serve(self.model_dir)
+        except ModelError:
+            fallback = self.fallback_dir
+            if fallback is None or Path(fallback) == self.model_dir:
+                log.exception("no model could be loaded from %s", self.model_dir)
+                raise
+            # A published version that no longer loads must not keep the bot down.
+            log.exception("model %s failed to load; serving the shipped model", self.model_dir)
+            await self._serve(Path(fallback))
+            self.model_dir = Path(fallback)
+
+    async def _serve(self, model_dir: Path) -> None:
+        """Load ``model_dir`` and make it the one that serves."""
         raise NotImplementedError
+
+    async def _after_start(self) -> None:
+        """Let a start under way finish (whatever its outcome) before a reload replaces it."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._starting)
+
+    def _served(self) -> None:
+        """A reload succeeded: from now on the jobs are ready, whatever the start did."""
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        self._starting = done
+
+    def _loading_info(self) -> dict[str, Any]:
+        return {**metadata_info(self.model_dir), "loading": True}
 
     @property
     def pending(self) -> int:
@@ -249,9 +324,10 @@ class _JobsBase:
 class ProcessJobs(_JobsBase):
     """:class:`ClassifyJobs` on a local process pool.
 
-    Each worker loads and warms the classifier once (librosa's numba compilation included), so no
-    user waits for it. At most ``max_pending`` jobs are accepted at a time (running plus queued);
-    beyond that :class:`BusyError`. Jobs wait here, not in the pool, so each one's clock starts when
+    Each worker loads and warms the classifier once (librosa's numba compilation included), in the
+    background after :meth:`start`; clips that come meanwhile wait for it. At most
+    ``max_pending`` jobs are accepted at a time (running plus queued); beyond that
+    :class:`BusyError`. Jobs wait here, not in the pool, so each one's clock starts when
     a worker takes it: one that runs past ``job_timeout_s`` fails with :class:`JobTimeoutError` and
     its worker is killed (ffmpeg has its own timeout, but a hostile file could hang anything).
 
@@ -276,6 +352,9 @@ class ProcessJobs(_JobsBase):
         How long workers may take to load and warm up.
     job_timeout_s : float or None
         How long one job may run; None: no limit.
+    fallback_dir : Path or None
+        Served instead when ``model_dir`` cannot be loaded at start (the shipped model, when a
+        published version was damaged while the bot was stopped).
 
     Examples
     --------
@@ -293,8 +372,10 @@ class ProcessJobs(_JobsBase):
         loader: ClassifierLoader = load_classifier,
         start_timeout_s: float = 300.0,
         job_timeout_s: float | None = None,
+        fallback_dir: Path | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
+        self.fallback_dir = fallback_dir
         self.workers = workers or default_workers()
         self.limits = limits
         self.loader = loader
@@ -311,9 +392,8 @@ class ProcessJobs(_JobsBase):
         self._lock = asyncio.Lock()
         self._closed = False
 
-    async def start(self) -> None:
-        """Start the workers; returns once every one has loaded and warmed the model."""
-        self._pool, self._info = await self._spawn(self.model_dir)
+    async def _serve(self, model_dir: Path) -> None:
+        self._pool, self._info = await self._spawn(model_dir)
 
     async def _spawn(self, model_dir: Path) -> tuple[ProcessPoolExecutor, dict[str, Any]]:
         # spawn, not fork: the parent runs threads and an event loop; fork copies them unsafely.
@@ -370,9 +450,10 @@ class ProcessJobs(_JobsBase):
         GenreError
             What the classifier raised (unreadable audio, too long, ...).
         """
-        if self._closed or self._pool is None:
+        if self._closed:
             raise GenreError("The analyser is not running.")
         with self._admission.slot():
+            await self.ready()  # a clip that comes while the workers load waits for them
             async with self._running:
                 # Two tries at most, and a second only when this job did not break the pool.
                 for _ in range(2):
@@ -444,21 +525,26 @@ class ProcessJobs(_JobsBase):
         Jobs already running finish on the old model. If the new model cannot be loaded,
         ``ModelError`` is raised and the old workers keep serving.
         """
+        await self._after_start()
         async with self._lock:
             pool, info = await self._spawn(Path(model_dir))
             old, self._pool, self._info = self._pool, pool, info
             self.model_dir = Path(model_dir)
             self._generation += 1
+            self._served()
         if old is not None:
             old.shutdown(wait=False)
 
     async def info(self) -> dict[str, Any]:
-        """The serving model's info, as its workers reported it."""
-        return dict(self._info)
+        """The serving model's info, as its workers reported it (while they load: its
+        metadata's)."""
+        return dict(self._info) if self.is_ready else self._loading_info()
 
     async def close(self) -> None:
         """Stop the workers (waits for them to exit)."""
         self._closed = True
+        if self._starting is not None:
+            self._starting.cancel()
         for task in list(self._background):
             task.cancel()
         pool, self._pool = self._pool, None
@@ -490,6 +576,8 @@ class ThreadJobs(_JobsBase):
     job_timeout_s : float or None
         How long one job may run before :class:`JobTimeoutError`. A thread cannot be killed:
         the stuck one keeps its thread until it returns.
+    fallback_dir : Path or None
+        Served instead when ``model_dir`` cannot be loaded at start.
     """
 
     def __init__(
@@ -501,8 +589,10 @@ class ThreadJobs(_JobsBase):
         max_pending: int = 16,
         limits: Limits = Limits(),
         job_timeout_s: float | None = None,
+        fallback_dir: Path | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
+        self.fallback_dir = fallback_dir
         self.loader = loader
         self.limits = limits
         self.job_timeout_s = job_timeout_s
@@ -518,15 +608,15 @@ class ThreadJobs(_JobsBase):
         await loop.run_in_executor(self._executor, classifier.warm_up)
         return classifier
 
-    async def start(self) -> None:
-        """Load and warm the classifier."""
-        self._classifier = await self._load(self.model_dir)
+    async def _serve(self, model_dir: Path) -> None:
+        self._classifier = await self._load(model_dir)
 
     async def classify(self, data: bytes, filename: str | None) -> Prediction:
         """Analyse one clip in a thread; see :meth:`ProcessJobs.classify`."""
-        if self._classifier is None:
-            raise GenreError("The analyser is not running.")
         with self._admission.slot():
+            await self.ready()
+            if self._classifier is None:
+                raise GenreError("The analyser is not running.")
             loop = asyncio.get_running_loop()
             job = loop.run_in_executor(self._executor, self._classifier.classify, data, filename)
             done, _ = await asyncio.wait({job}, timeout=self.job_timeout_s)
@@ -537,15 +627,21 @@ class ThreadJobs(_JobsBase):
 
     async def reload(self, model_dir: Path) -> None:
         """Load ``model_dir``, then swap it in; on failure the old classifier keeps serving."""
+        await self._after_start()
         self._classifier = await self._load(Path(model_dir))
         self.model_dir = Path(model_dir)
+        self._served()
 
     async def info(self) -> dict[str, Any]:
-        """The serving classifier's info."""
-        return dict(self._classifier.info) if self._classifier is not None else {}
+        """The serving classifier's info (while it loads: its metadata's)."""
+        if self.is_ready and self._classifier is not None:
+            return dict(self._classifier.info)
+        return self._loading_info()
 
     async def close(self) -> None:
         """Stop the threads."""
+        if self._starting is not None:
+            self._starting.cancel()
         self._classifier = None
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 

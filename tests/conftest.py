@@ -233,6 +233,7 @@ async def thread_stub_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJo
         max_pending=2 + settings.queue_size,
         limits=settings.limits,
         job_timeout_s=settings.job_timeout_s,
+        fallback_dir=settings.model_dir,
     )
 
 

@@ -58,7 +58,7 @@ async def test_python_m_bot_serves_the_fake_and_stops_cleanly(
     assert process.stdout is not None
     reader = asyncio.create_task(read_output(process.stdout))
     try:
-        # The model loads and warms up before the gateway connects; then commands sync.
+        # The gateway connects and commands sync while the workers load the model.
         await fake.wait_for(lambda f: f.connected and f.commands.syncs, timeout=240)
         assert {"genre", "retrain", "model", "Classify genre"} <= set(
             fake.commands.names(fake.guild_id)
