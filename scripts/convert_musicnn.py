@@ -11,10 +11,15 @@ Usage::
     python scripts/convert_musicnn.py /tmp/musicnn_src/musicnn/MSD_musicnn models/musicnn \\
         --fixture tests/fixtures/musicnn_reference.npz
 
+    # (re)write only the LiteRT network from the Keras weights already in models/musicnn
+    python scripts/convert_musicnn.py --tflite-only models/musicnn
+
 The checkpoint's prefix is the model folder itself (files ``.index`` and
 ``.data-00000-of-00001``). Writes ``msd_musicnn.weights.h5``, ``tags.json``, ``config.json`` and
 ``LICENSE`` into OUT_DIR, after checking the Keras model against the original TF1 graph (read from
-the checkpoint's ``.meta``, with the checkpoint's own values) on random input.
+the checkpoint's ``.meta``, with the checkpoint's own values) on random input; then
+``msd_musicnn.tflite``, the same network frozen for LiteRT (float32, any batch size), after
+checking it against the Keras model.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -85,6 +91,10 @@ FIXTURE_CLIPS = (
     "gtzan/audio/metal.00000.mp3",
 )
 FIXTURE_PATCHES = 2
+
+#: Largest difference of the .tflite's outputs from the Keras model's, relative to each output's
+#: largest magnitude, still taken as float32 rounding (measured: under 5e-6).
+TFLITE_RTOL_OF_SCALE = 3e-5
 
 
 def checkpoint_prefix(checkpoint_dir: Path) -> str:
@@ -223,6 +233,80 @@ def write_fixture(
     )
 
 
+def tflite_model(model: keras.Model) -> bytes:
+    """The Keras model as a float32 LiteRT flatbuffer with a dynamic batch dimension.
+
+    The graph is frozen first: converting the concrete function with its variables silently
+    drops Keras 3's variables (every output NaN). The frozen graph is then wrapped once more to
+    give the signature its outputs' names, which the runtime reads them by.
+    """
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([None, mn.PATCH_FRAMES, mn.N_MELS], tf.float32, name="log_mel")
+    outputs = tf.function(lambda x: tuple(model(x, training=False)[k] for k in mn.EMBEDDING_KEYS))
+    frozen = convert_variables_to_constants_v2(outputs.get_concrete_function(spec))
+    named = tf.function(lambda log_mel: dict(zip(mn.EMBEDDING_KEYS, frozen(log_mel), strict=True)))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [named.get_concrete_function(spec)], trackable_obj=tf.Module()
+    )
+    return converter.convert()
+
+
+def write_tflite(model: keras.Model, out_dir: Path) -> dict[str, Any]:
+    """Write ``msd_musicnn.tflite`` after checking it on the LiteRT runtime against ``model``.
+
+    Checked on random input at batch sizes 1, 3 and ``MAX_BATCH + 1``: every output finite and
+    within :data:`TFLITE_RTOL_OF_SCALE` of the Keras model's.
+
+    Returns
+    -------
+    dict
+        The ``config.json`` entries of the file: name, sha256, the check's largest relative
+        difference, and the converter's version.
+    """
+    content = tflite_model(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / mn.TFLITE_FILE
+    tmp = path.with_suffix(".tflite.tmp")
+    tmp.write_bytes(content)
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    run = mn._litert_runner(content, tmp)
+    for n in (1, 3, mn.MAX_BATCH + 1):
+        batch = rng.uniform(0, 4, (n, mn.PATCH_FRAMES, mn.N_MELS)).astype(np.float32)
+        ours = run(batch)
+        keras_out = {k: np.asarray(v) for k, v in model(batch, training=False).items()}
+        for k in mn.EMBEDDING_KEYS:
+            if not np.isfinite(ours[k]).all():
+                tmp.unlink()
+                raise SystemExit(f"the .tflite gives non-finite {k} at batch {n}")
+            scale = float(np.abs(keras_out[k]).max())
+            worst = max(worst, float(np.abs(ours[k] - keras_out[k]).max()) / scale)
+    if worst > TFLITE_RTOL_OF_SCALE:
+        tmp.unlink()
+        raise SystemExit(f"the .tflite differs from the Keras model by {worst:.2e} of scale")
+    tmp.replace(path)
+    return {
+        "tflite_file": mn.TFLITE_FILE,
+        "tflite_sha256": hashlib.sha256(content).hexdigest(),
+        "tflite_checked_against_keras_max_rel_diff": worst,
+        "tflite_converted_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+
+
+def tflite_only(out_dir: Path) -> dict[str, Any]:
+    """(Re)write the ``.tflite`` of an existing artifact from its Keras weights and record it in
+    its ``config.json``; return the new entries."""
+    embedder = mn.MusicnnEmbedder.load(out_dir, runtime="keras")  # checks the weights' checksum
+    entries = write_tflite(embedder.model, out_dir)
+    config_path = out_dir / mn.CONFIG_FILE
+    config = json.loads(config_path.read_text()) | entries
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return entries
+
+
 def convert(checkpoint_dir: Path, out_dir: Path) -> dict[str, float]:
     """Convert, verify against the original graph, and write the artifact; return the check."""
     model = mn.build_model()
@@ -265,6 +349,7 @@ def convert(checkpoint_dir: Path, out_dir: Path) -> dict[str, float]:
         "checked_against_original_graph_max_abs_diff": diff,
         "converted_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "converted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **write_tflite(model, out_dir),
     }  # fmt: skip
     (out_dir / mn.CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     (out_dir / "LICENSE").write_text(LICENSE_TEXT)
@@ -273,14 +358,25 @@ def convert(checkpoint_dir: Path, out_dir: Path) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint_dir", type=Path, help="musicnn/MSD_musicnn folder")
-    parser.add_argument("out_dir", type=Path, help="where to write the artifact (models/musicnn)")
+    parser.add_argument("checkpoint_dir", type=Path, nargs="?", help="musicnn/MSD_musicnn folder")
+    parser.add_argument("out_dir", type=Path, nargs="?",
+                        help="where to write the artifact (models/musicnn)")
+    parser.add_argument(
+        "--tflite-only", type=Path, metavar="DIR",
+        help="only (re)write DIR's .tflite from its Keras weights, and its config.json entries",
+    )  # fmt: skip
     parser.add_argument("--fixture", type=Path, help="also write reference outputs to this .npz")
     parser.add_argument(
         "--data-dir", type=Path, default=ROOT.parent / "shared" / "data",
         help="shared data folder holding the fixture's clips",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.tflite_only:
+        entries = tflite_only(args.tflite_only)
+        print(f"wrote {args.tflite_only / mn.TFLITE_FILE}: {entries}")
+        return 0
+    if args.checkpoint_dir is None or args.out_dir is None:
+        parser.error("give CHECKPOINT_DIR and OUT_DIR, or --tflite-only DIR")
     if not (args.checkpoint_dir / ".index").is_file():
         parser.error(f"{args.checkpoint_dir} holds no checkpoint (.index missing)")
     diff = convert(args.checkpoint_dir, args.out_dir)

@@ -1,8 +1,10 @@
-"""The musicnn network in Keras 3: input, artifact, featurizer, and fidelity to the original.
+"""The musicnn network: input, artifact, featurizer, runtimes, and fidelity to the original.
 
-Fidelity is checked twice: against the original TF1 graph itself (read from the musicnn wheel's
-checkpoint, skipped where the wheel is not present), and against reference outputs of that graph
-stored in ``tests/fixtures/musicnn_reference.npz`` (needs only ../shared/data).
+Tests run on the default runtime (LiteRT on the shipped ``.tflite`` where ai-edge-litert is
+installed, else Keras), and check LiteRT against the Keras model. Fidelity is checked twice:
+against the original TF1 graph itself (read from the musicnn wheel's checkpoint, skipped where
+the wheel is not present), and against reference outputs of that graph stored in
+``tests/fixtures/musicnn_reference.npz`` (needs only ../shared/data).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def assert_close_at_scale(actual: np.ndarray, expected: np.ndarray, err_msg: str
 needs_data = pytest.mark.skipif(
     not (DATA_DIR / "gtzan" / "audio").is_dir(), reason=f"shared data not found at {DATA_DIR}"
 )
+needs_litert = pytest.mark.skipif(
+    mn._litert_interpreter() is None, reason="ai-edge-litert is not installed"
+)
 
 
 def synth(seconds: float, sr: int = 22_050, seed: int = 0) -> np.ndarray:
@@ -63,7 +68,13 @@ def synth(seconds: float, sr: int = 22_050, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def embedder() -> mn.MusicnnEmbedder:
+    """The default runtime, as serving loads it."""
     return mn.MusicnnEmbedder.load()
+
+
+@pytest.fixture(scope="module")
+def keras_embedder() -> mn.MusicnnEmbedder:
+    return mn.MusicnnEmbedder.load(runtime="keras")
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +148,12 @@ def test_thirty_seconds_give_ten_patches(embedder: mn.MusicnnEmbedder) -> None:
 # --- network -----------------------------------------------------------------------------------
 
 
-def test_model_size_matches_checkpoint(embedder: mn.MusicnnEmbedder) -> None:
+def test_model_size_matches_checkpoint(keras_embedder: mn.MusicnnEmbedder) -> None:
     # 64 checkpoint variables, 792k parameters.
-    assert len(embedder.model.weights) == 64
-    assert embedder.model.count_params() == 792_079
-    assert embedder.config["n_params"] == 792_079
+    assert keras_embedder.runtime == "keras"
+    assert len(keras_embedder.model.weights) == 64
+    assert keras_embedder.model.count_params() == 792_079
+    assert keras_embedder.config["n_params"] == 792_079
 
 
 def test_embed_shapes_and_ranges(embedder: mn.MusicnnEmbedder) -> None:
@@ -180,9 +192,68 @@ def test_long_input_is_chunked_consistently(
         assert_close_at_scale(chunked[key], whole[key], err_msg=key)
 
 
+def test_a_songs_windows_in_one_pass_equal_each_window_alone(
+    embedder: mn.MusicnnEmbedder,
+) -> None:
+    windows = [synth(9.5, seed=8), synth(2.0, seed=9), synth(6.5, seed=10)]  # 3, 1 and 2 patches
+    together = embedder.embed_many(windows, 22_050)
+    assert [len(e["tags"]) for e in together] == [3, 1, 2]
+    for window, embedding in zip(windows, together, strict=True):
+        alone = embedder.embed(window, 22_050)
+        for key in mn.EMBEDDING_KEYS:
+            assert_close_at_scale(embedding[key], alone[key], err_msg=key)
+
+
 def test_embed_patches_rejects_wrong_shape(embedder: mn.MusicnnEmbedder) -> None:
     with pytest.raises(ValueError):
         embedder.embed_patches(np.zeros((1, 100, 96), dtype=np.float32))
+
+
+# --- runtimes ----------------------------------------------------------------------------------
+
+
+@needs_litert
+def test_default_runtime_is_litert(embedder: mn.MusicnnEmbedder) -> None:
+    assert embedder.runtime == "litert" and embedder.model is None
+
+
+@needs_litert
+@pytest.mark.parametrize("n", [1, 3, mn.MAX_BATCH + 1])
+def test_litert_equals_keras_on_any_batch(
+    embedder: mn.MusicnnEmbedder, keras_embedder: mn.MusicnnEmbedder, n: int
+) -> None:
+    # Random log-mel-like patches (the network's input is >= 0, typically 0-4); batch sizes
+    # alternate on one interpreter, which resizes its input each time.
+    patches = np.random.default_rng(n).uniform(0, 4, (n, mn.PATCH_FRAMES, mn.N_MELS))
+    lite, ref = embedder.embed_patches(patches), keras_embedder.embed_patches(patches)
+    for key in mn.EMBEDDING_KEYS:
+        assert lite[key].shape == (n, mn.OUTPUT_WIDTHS[key]) and lite[key].dtype == np.float32
+        assert_close_at_scale(lite[key], ref[key], err_msg=f"batch {n} {key}")
+
+
+@needs_litert
+def test_litert_equals_keras_on_synthetic_music(
+    embedder: mn.MusicnnEmbedder, keras_embedder: mn.MusicnnEmbedder
+) -> None:
+    windows = [synth(9.5, seed=11), synth(1.0, seed=12), synth(30.0, seed=13)]  # 3, 1, 10 patches
+    lite, ref = embedder.embed_many(windows, 22_050), keras_embedder.embed_many(windows, 22_050)
+    for a, b in zip(lite, ref, strict=True):
+        for key in mn.EMBEDDING_KEYS:
+            assert_close_at_scale(a[key], b[key], err_msg=key)
+
+
+@needs_litert
+@needs_data
+def test_litert_equals_keras_on_real_clips(
+    embedder: mn.MusicnnEmbedder, keras_embedder: mn.MusicnnEmbedder
+) -> None:
+    # Two 30-s clips in one call: 20 patches, chunked past MAX_BATCH.
+    clips = ("gtzan/audio/blues.00099.mp3", "gtzan/audio/disco.00000.mp3")
+    patches = np.concatenate([embedder.patches(*load_clip(DATA_DIR / c)) for c in clips])
+    assert len(patches) > mn.MAX_BATCH
+    lite, ref = embedder.embed_patches(patches), keras_embedder.embed_patches(patches)
+    for key in mn.EMBEDDING_KEYS:
+        assert_close_at_scale(lite[key], ref[key], err_msg=key)
 
 
 # --- featurizer --------------------------------------------------------------------------------
@@ -258,7 +329,10 @@ def test_featurizer_loads_lazily_from_a_directory() -> None:
 
 def test_shipped_artifact_is_complete() -> None:
     files = {p.name for p in mn.DEFAULT_WEIGHTS_DIR.iterdir()}
-    assert {mn.WEIGHTS_FILE, mn.TAGS_FILE, mn.CONFIG_FILE, "LICENSE", "README.md"} <= files
+    assert {mn.WEIGHTS_FILE, mn.TFLITE_FILE, mn.TAGS_FILE, mn.CONFIG_FILE} <= files
+    assert {"LICENSE", "README.md"} <= files
+    config = json.loads((mn.DEFAULT_WEIGHTS_DIR / mn.CONFIG_FILE).read_text())
+    assert config["weights_sha256"] and config["tflite_sha256"]
     assert "ISC" in (mn.DEFAULT_WEIGHTS_DIR / "LICENSE").read_text()
     assert "Pons" in (mn.DEFAULT_WEIGHTS_DIR / "LICENSE").read_text()
     assert len(mn.load_tag_names()) == 50
@@ -291,7 +365,43 @@ def test_tampered_weights_are_refused(artifact_copy: Path) -> None:
     data[-100] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ModelMismatchError):
+        mn.MusicnnEmbedder.load(artifact_copy, runtime="keras")
+
+
+@pytest.mark.parametrize("runtime", ["auto", "litert"])
+def test_damaged_tflite_is_refused(artifact_copy: Path, runtime: str) -> None:
+    tflite = artifact_copy / mn.TFLITE_FILE
+    data = bytearray(tflite.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a weight, silently wrong if it were loaded
+    tflite.write_bytes(bytes(data))
+    if runtime == "auto" and mn._litert_interpreter() is None:
+        pytest.skip("without LiteRT, auto never reads the .tflite")
+    with pytest.raises(ModelMismatchError, match=r"msd_musicnn\.tflite is not the file.*checksum"):
+        mn.MusicnnEmbedder.load(artifact_copy, runtime=runtime)
+
+
+@needs_litert
+def test_unreadable_tflite_without_checksum_is_refused(artifact_copy: Path) -> None:
+    config_path = artifact_copy / mn.CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    del config["tflite_sha256"]
+    config_path.write_text(json.dumps(config))
+    (artifact_copy / mn.TFLITE_FILE).write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelMismatchError, match="could not be read as a LiteRT model"):
         mn.MusicnnEmbedder.load(artifact_copy)
+
+
+@pytest.mark.parametrize("missing", ["tflite file", "litert package"])
+def test_falls_back_to_keras(
+    artifact_copy: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    if missing == "tflite file":
+        (artifact_copy / mn.TFLITE_FILE).unlink()
+    else:
+        monkeypatch.setattr(mn, "_litert_interpreter", lambda: None)
+    embedder = mn.MusicnnEmbedder.load(artifact_copy)
+    assert embedder.runtime == "keras" and embedder.model is not None
+    assert embedder.embed(synth(3.5), 22_050)["tags"].shape == (1, 50)
 
 
 # --- fidelity on real clips ----------------------------------------------------------------------
@@ -305,7 +415,8 @@ def load_clip(path: Path) -> tuple[np.ndarray, int]:
 
 @needs_data
 def test_matches_stored_reference_outputs(embedder: mn.MusicnnEmbedder) -> None:
-    """Our network against the original graph's outputs stored by scripts/convert_musicnn.py."""
+    """Our network, on the default runtime (LiteRT where installed), against the original
+    graph's outputs stored by scripts/convert_musicnn.py."""
     ref = np.load(FIXTURE)
     n_ref = ref["tags"].shape[1]
     for i, clip in enumerate(ref["clips"]):
