@@ -11,7 +11,7 @@ from typing import Any
 
 import discord
 
-from genre_core.result import Prediction
+from genre_core.result import Prediction, display_name
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
@@ -68,7 +68,7 @@ def confidence_bar(probability: float, width: int = BAR_WIDTH) -> str:
 
 
 def _bars(ranked: Iterable[tuple[str, float]]) -> str:
-    items = list(ranked)
+    items = [(display_name(name), p) for name, p in ranked]
     pad = max((len(name) for name, _ in items), default=0)
     lines = [f"{name:<{pad}} {confidence_bar(p)} {p:>4.0%}" for name, p in items]
     return clip("```\n" + "\n".join(lines) + "\n```", FIELD_VALUE_MAX)
@@ -87,8 +87,6 @@ def _elapsed(timings_ms: Mapping[str, float]) -> float:
     return float(sum(timings_ms.values()))
 
 
-def _genre(name: str) -> str:
-    return "Hip-hop" if name == "hiphop" else name.capitalize()
 
 
 def prediction_embed(prediction: Prediction, filename: str | None = None) -> discord.Embed:
@@ -117,14 +115,16 @@ def prediction_embed(prediction: Prediction, filename: str | None = None) -> dis
         )
         colour = COLOUR_NOT_MUSIC
     elif prediction.unsure and prediction.candidates:
-        names = [_genre(c) for c in prediction.candidates]
+        names = [display_name(c) for c in prediction.candidates]
         title = "🤔 Hard to say: " + (
             " or ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " or " + names[-1]
         )
         description = "It's a close call between " + ", ".join(f"**{n}**" for n in names) + "."
         colour = COLOUR_UNSURE
     else:
-        title = f"🎵 {_genre(prediction.genre or prediction.ranked[0][0])}"
+        title = f"🎵 {display_name(prediction.genre or prediction.ranked[0][0])}"
+        if prediction.also:
+            title += f", with {display_name(prediction.also)}"
         description = ""
         colour = COLOUR_MUSIC
     if prediction.summary:

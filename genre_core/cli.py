@@ -13,7 +13,7 @@ from typing import Any
 
 from genre_core.data import default_data_dir
 from genre_core.errors import GenreError
-from genre_core.result import Prediction
+from genre_core.result import Prediction, display_name
 
 BAR_WIDTH = 24
 
@@ -49,12 +49,16 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="measure the training recipe honestly")
     evaluate.add_argument(
-        "--protocol", choices=["track-kfold", "fault-filtered", "clip-kfold", "all"],
+        "--protocol",
+        choices=["track-kfold", "fault-filtered", "clip-kfold", "cross-collection", "all"],
         default="all",
         help="track-kfold and fault-filtered measure the table recipe on the feature table; "
-        "clip-kfold compares both families on the same audio clips",
+        "clip-kfold compares both families on the same GTZAN clips; cross-collection measures "
+        "the learned family across GTZAN, 4Q-MER and FMA (leave one collection out and more)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--charts", type=Path, default=None,
+                          help="cross-collection: write confusion and reliability PNGs here")
     _data_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
@@ -68,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--data", type=Path, default=None)
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=_evaluate_detector)
+
+    embed = sub.add_parser("embed", help="fill the network's cache for every collection's clips")
+    embed.add_argument("--data", type=Path, default=None)
+    embed.add_argument("--workers", type=int, default=2, help="processes (one core each)")
+    embed.set_defaults(run=_embed)
 
     info = sub.add_parser("info", help="show the current model's version and metrics")
     info.add_argument("--model", type=Path)
@@ -109,7 +118,7 @@ def format_table(path: Path, prediction: Prediction) -> str:
     if prediction.music:
         for genre, probability in prediction.ranked:
             bar = "█" * round(probability * BAR_WIDTH)
-            lines.append(f"  {genre:<10} {bar:<{BAR_WIDTH}} {probability:6.1%}")
+            lines.append(f"  {display_name(genre):<10} {bar:<{BAR_WIDTH}} {probability:6.1%}")
     else:
         lines.append(f"  P(music) = {prediction.music_probability:.2f}")
     if prediction.tags:
@@ -148,6 +157,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                             epochs=args.epochs, progress=_progress)
     if args.protocol in ("clip-kfold", "all"):
         reports += _clip_reports(data_dir, args.seed)
+    if args.protocol == "cross-collection":
+        return _cross_collection(data_dir, args)
     if args.json:
         out: dict[str, Any] = reports[0] if len(reports) == 1 else {
             **reports[0], "protocols": {r["protocol"]: r for r in reports},
@@ -155,6 +166,35 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         print("\n\n".join(_format_report(r) for r in reports))
+    return 0
+
+
+def _cross_collection(data_dir: Path, args: argparse.Namespace) -> int:
+    from genre_core import crosscollection
+
+    report = crosscollection.evaluate(data_dir, seed=args.seed, progress=_progress)
+    if args.charts:
+        from genre_core import charts
+
+        for path in charts.evaluation_charts(report, args.charts):
+            _progress(f"wrote {path}")
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "loco_pooled"}))
+    else:
+        print(crosscollection.format_report(report))
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from genre_core.corpora import recordings
+    from genre_core.crosscollection import variants_of
+    from genre_core.learned import cache_embeddings
+
+    clips = recordings(args.data or default_data_dir())
+    # Every clip as is first, then the shifted copies: the first pass alone can train a head.
+    jobs = [(c.path, v) for rank in (0, 1) for c in clips for v in variants_of(c)[rank:rank + 1]]
+    cache_embeddings(jobs, workers=args.workers, progress=_progress)
+    print(f"{len(clips)} clips embedded ({len(jobs)} clip variants)")
     return 0
 
 

@@ -91,10 +91,20 @@ def fault_filtered(
     )
 
 
+def top_is_right(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each row's top class is a right answer: ``y`` holds one genre index per row, or
+    a 0/1 mask of every right answer per row (a clip tagged "Pop/Rock" is right as pop, rock or
+    metal)."""
+    top = probs.argmax(axis=1)
+    y = np.asarray(y)
+    return y[np.arange(len(y)), top] > 0 if y.ndim == 2 else top == y
+
+
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-class confidence, with equal-width bins."""
+    """ECE of the top-class confidence, with equal-width bins (``y``: see
+    :func:`top_is_right`)."""
     confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
+    correct = top_is_right(probs, y)
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
     for low, high in zip(edges[:-1], edges[1:], strict=True):
@@ -124,11 +134,13 @@ def ece_floor(probs: np.ndarray, draws: int = 500, seed: int = 0) -> float:
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The softmax temperature that minimises the negative log-likelihood of held-out logits."""
+    """The softmax temperature that minimises the negative log-likelihood of held-out logits
+    (with answer sets, of the probability given to the set: see :func:`top_is_right`)."""
+    mask = np.asarray(y) if np.ndim(y) == 2 else np.eye(logits.shape[1])[np.asarray(y)]
 
     def nll(temperature: float) -> float:
         probs = softmax(logits / temperature)
-        return float(-np.mean(np.log(probs[np.arange(len(y)), y] + 1e-12)))
+        return float(-np.mean(np.log((probs * mask).sum(axis=1) + 1e-12)))
 
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 
@@ -140,7 +152,7 @@ def choose_unsure_thresholds(
     reach ``target_accuracy`` on held-out tracks; answers below either threshold are "unsure"."""
     ranked = np.sort(probs, axis=1)
     top, margin = ranked[:, -1], ranked[:, -1] - ranked[:, -2]
-    correct = probs.argmax(axis=1) == y
+    correct = top_is_right(probs, y)
     best = {"min_probability": 1.0, "min_margin": 1.0, "coverage": 0.0,
             "confident_accuracy": float("nan")}
     for min_p in np.arange(0.2, 0.96, 0.05):

@@ -1,20 +1,19 @@
-"""The learned family: a genre head over the frozen musicnn network's outputs.
+"""The learned family's building blocks: the frozen musicnn network's outputs for a clip,
+cached on disk, its augmented variants, and random crops of them.
 
-Training material is every labelled GTZAN clip with audio (full and partial). The 8 kHz copies
-are kept out of training: they are all classical, so a head trained on them would learn "muffled
-means classical"; they only measure robustness. Augmentation suits music and costs little: each
-clip is embedded once per audio variant (original; 4 % slower and 9 dB quieter; 4 % faster and
-re-encoded as 48 kbps mp3) and cached; random crops of consecutive 3-s patches are then drawn
-from the cached embeddings without running the network again.
+Each clip is embedded once per audio variant and cached; random crops of consecutive 3-s
+patches are then drawn from the cached embeddings without running the network again. The GTZAN
+clip-level comparison (:mod:`genre_core.comparison`) uses the original, slower-and-quieter and
+faster-mp3 variants; the shipped head (:mod:`genre_core.crosscollection`) the original and the
+"shifted" one, which imitates what differs between collections.
 """
 
 from __future__ import annotations
 
 import subprocess
-import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,14 @@ import numpy as np
 
 from genre_core.audio import decode
 from genre_core.cache import cached_arrays
-from genre_core.data import Clip, audio_clips, fingerprint
+from genre_core.data import Clip
 from genre_core.model import GENRES, GenreModel
 
 Progress = Callable[[str], None]
 VARIANTS = ("original", "slower_quieter", "faster_mp3")
+#: What differs between collections, drawn anew per clip: level, spectral tilt, bandwidth,
+#: codec and bitrate (see :func:`shifted`).
+SHIFTED = "shifted"
 #: Bump when the embedding of a variant changes.
 EMBEDDING_KEY = "musicnn-embeddings-v1"
 #: Random crops drawn per clip and variant, each 3-10 consecutive patches (9-30 s).
@@ -36,15 +38,39 @@ DEFAULT_GROUPS = ("tags", "penultimate")
 HEAD = {"hidden": (128,), "dropout": 0.5, "l2": 1e-3, "epochs": 60, "batch_size": 64}
 
 
-def variant_audio(y: np.ndarray, sr: int, variant: str) -> np.ndarray:
-    """One augmented copy of ``y`` (see :data:`VARIANTS`)."""
+def variant_audio(y: np.ndarray, sr: int, variant: str, seed: int = 0) -> np.ndarray:
+    """One augmented copy of ``y`` (see :data:`VARIANTS` and :data:`SHIFTED`)."""
     if variant == "original":
         return y
+    if variant == SHIFTED:
+        return shifted(y, sr, seed)
     if variant == "slower_quieter":
         return _speed(y, sr, 1 / 1.04) * np.float32(10 ** (-9 / 20))
     if variant == "faster_mp3":
         return _mp3(_speed(y, sr, 1.04), sr, "48k")
     raise ValueError(f"unknown variant {variant!r}")
+
+
+def shifted(y: np.ndarray, sr: int, seed: int) -> np.ndarray:
+    """``y`` as another collection might hold it: 0-15 dB quieter, tilted by up to 6 dB between
+    bass and treble either way, band-limited to 11-22 kHz sampling, through mp3 or Opus at a
+    low to middling bitrate. ``seed`` makes each clip's draw repeatable."""
+    rng = np.random.default_rng(seed)
+    gain, tilt = rng.uniform(-15, 0), rng.uniform(-6, 6)
+    rate = int(rng.choice([11_025, 16_000, 22_050]))
+    codec, bitrate, container = [("libmp3lame", "48k", "mp3"), ("libmp3lame", "96k", "mp3"),
+                                 ("libopus", "24k", "ogg"), ("libopus", "48k", "ogg")][
+        int(rng.integers(4))]
+    if codec == "libopus":
+        rate = 48_000  # Opus encodes at 48 kHz only; its bitrate limits the band instead
+    pcm = (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+    encoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "s16le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0",
+         "-af", f"volume={gain:.1f}dB,bass=g={-tilt / 2:.1f},treble=g={tilt / 2:.1f}",
+         "-ar", str(rate), "-c:a", codec, "-b:a", bitrate, "-f", container, "pipe:1"],
+        input=pcm, capture_output=True, check=True, timeout=120,
+    ).stdout
+    return decode(encoded).samples
 
 
 def _speed(y: np.ndarray, sr: int, factor: float) -> np.ndarray:
@@ -65,14 +91,50 @@ def _mp3(y: np.ndarray, sr: int, bitrate: str) -> np.ndarray:
     return decode(mp3).samples
 
 
-def clip_embedding(clip: Clip, variant: str, embedder: Any) -> dict[str, np.ndarray]:
-    """The network's per-patch outputs for one clip variant, cached on disk."""
+def clip_embedding(clip: Any, variant: str, embedder: Any) -> dict[str, np.ndarray]:
+    """The network's per-patch outputs for one clip (anything with a ``path``) variant, cached
+    on disk."""
 
     def compute() -> dict[str, np.ndarray]:
         audio = decode(clip.path)
-        return embedder.embed(variant_audio(audio.samples, audio.sr, variant), audio.sr)
+        seed = zlib.crc32(clip.path.name.encode())
+        return embedder.embed(variant_audio(audio.samples, audio.sr, variant, seed), audio.sr)
 
     return cached_arrays(f"{EMBEDDING_KEY}-{variant}", clip.path, compute)
+
+
+def cache_embeddings(
+    jobs: Sequence[tuple[Path, str]], workers: int = 1, progress: Progress | None = None
+) -> None:
+    """Fill the embedding cache for ``(clip path, variant)`` pairs in ``workers`` processes
+    (each loads the network once); what is cached already is skipped."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    shares = [[(str(path), variant) for path, variant in jobs[i::workers]]
+              for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for done in pool.map(_cache_part, shares):
+            if progress:
+                progress(f"embedded {done} clip variants")
+
+
+def _cache_part(share: list[tuple[str, str]]) -> int:
+    """One worker's share of :func:`cache_embeddings`."""
+    import os
+
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    from genre_core.musicnn import MusicnnEmbedder
+
+    embedder = MusicnnEmbedder.load()
+    for path, variant in share:
+        clip_embedding(_PathOnly(Path(path)), variant, embedder)
+    return len(share)
+
+
+@dataclass(frozen=True)
+class _PathOnly:
+    path: Path
 
 
 @dataclass
@@ -98,13 +160,7 @@ def build_clip_set(
             progress(f"embedding clips: {n}/{len(clips)}")
         for variant in variants:
             embedding = clip_embedding(clip, variant, featurizer.embedder)
-            n_patches = len(embedding["tags"])
-            spans = [(0, n_patches)]
-            for _ in range(crops if n_patches > 3 else 0):
-                length = int(rng.integers(3, min(10, n_patches) + 1))
-                start = int(rng.integers(0, n_patches - length + 1))
-                spans.append((start, start + length))
-            for i, (start, end) in enumerate(spans):
+            for i, (start, end) in enumerate(crop_spans(len(embedding["tags"]), crops, rng)):
                 part = {key: value[start:end] for key, value in embedding.items()}
                 rows.append(featurizer.featurize(part))
                 labels.append(GENRES.index(clip.genre))
@@ -113,6 +169,17 @@ def build_clip_set(
                 original.append(variant == "original" and i == 0)
     return ClipSet(np.stack(rows), np.array(labels), np.array(tracks), np.array(kinds),
                    np.array(original))
+
+
+def crop_spans(n_patches: int, crops: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """The whole clip, then ``crops`` random runs of 3-10 consecutive patches (9-30 s): short
+    excerpts like the ones users post, drawn from cached embeddings without the network."""
+    spans = [(0, n_patches)]
+    for _ in range(crops if n_patches > 3 else 0):
+        length = int(rng.integers(3, min(10, n_patches) + 1))
+        start = int(rng.integers(0, n_patches - length + 1))
+        spans.append((start, start + length))
+    return spans
 
 
 def track_block(track: str, size: int = 5) -> str:
@@ -124,53 +191,3 @@ def track_block(track: str, size: int = 5) -> str:
 
 def make_head(feature_names: list[str], seed: int) -> GenreModel:
     return GenreModel(list(feature_names), family="musicnn", seed=seed, **HEAD)
-
-
-def train_musicnn(
-    data_dir: Path, out_dir: Path, *, seed: int = 0, groups: Sequence[str] = DEFAULT_GROUPS,
-    progress: Progress | None = None, comparison: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train the head on every labelled clip (with augmentation) and save the artifact.
-
-    ``comparison``, when given, is the report of :func:`genre_core.comparison.compare` for these
-    groups: its musicnn figures become the stored metrics.
-    """
-    from genre_core.evaluation import choose_unsure_thresholds
-    from genre_core.musicnn import MusicnnFeaturizer
-
-    say = progress or (lambda message: None)
-    started = time.monotonic()
-    featurizer = MusicnnFeaturizer(groups=groups)
-    clips = audio_clips(data_dir, kinds=("full", "partial"))
-    data = build_clip_set(clips, featurizer, seed=seed, progress=say)
-    say("training the head on every clip")
-    model = make_head(featurizer.feature_names, seed).fit(data.X, data.y)
-    metrics: dict[str, Any] = {}
-    calibration: dict[str, Any] = {}
-    thresholds: dict[str, Any] = {}
-    if comparison is not None:
-        report = comparison["families"]["musicnn"]
-        metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-                   "protocols": {comparison["protocol"]: report}}
-        calibration = comparison["calibration"]["musicnn"]
-        model.temperature_ = calibration["temperature"]
-        thresholds = choose_unsure_thresholds(
-            np.asarray(comparison["oof"]["musicnn"]["probs"]),
-            np.asarray(comparison["oof"]["musicnn"]["y"]),
-        )
-    model.save(out_dir, metadata={
-        "version": datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "featurizer": {"groups": list(groups), "window_s": 30.0},
-        "training": {
-            "data_fingerprint": fingerprint([c.path for c in clips]),
-            "n_clips": len(clips), "n_rows": int(len(data.y)),
-            "variants": list(VARIANTS), "crops_per_variant": CROPS,
-            "clip_kinds": sorted({c.kind for c in clips}),
-            "seconds": round(time.monotonic() - started, 1),
-        },
-        "calibration": calibration,
-        "thresholds": thresholds,
-        "metrics": metrics,
-    })
-    return metrics

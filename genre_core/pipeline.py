@@ -17,7 +17,7 @@ from genre_core.audio import Audio, analysis_windows, decode
 from genre_core.data import PROJECT_ROOT
 from genre_core.featurizers import Featurizer, featurizer_for
 from genre_core.model import GenreModel
-from genre_core.result import Prediction, WindowPrediction
+from genre_core.result import Prediction, WindowPrediction, display_name
 from genre_core.settings import SAMPLE_RATE, Limits
 
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "genre"
@@ -26,6 +26,8 @@ DEFAULT_DETECTOR_DIR = PROJECT_ROOT / "models" / "detector"
 WINDOW_CONFIDENT = 0.5
 #: Style tags shown with a learned-family answer.
 TOP_TAGS = 5
+#: In a confident answer, a second genre at least this likely is named too ("jazz, with Latin").
+ALSO_STRONG = 0.15
 
 
 class Classifier:
@@ -152,6 +154,7 @@ class Classifier:
         unsure = bool(top < self.min_probability or top - second < self.min_margin)
         candidates = [genres[i] for i in ranked[:2]] if unsure else [genres[ranked[0]]]
         genre = genres[ranked[0]] if music else None
+        also = genres[ranked[1]] if music and not unsure and second >= ALSO_STRONG else None
         return Prediction(
             genre=genre,
             probabilities=_as_dict(genres, probs),
@@ -164,10 +167,11 @@ class Classifier:
             sounds_like=sounds_like,
             unsure=unsure and music,
             candidates=candidates if music else [],
-            summary=describe(music, sounds_like, unsure, candidates, per_window),
+            summary=describe(music, sounds_like, unsure, candidates, per_window, also),
             tags=tags if music else [],
             model_family=self.model.family,
             model_version=str(self.model.metadata_.get("version", "")),
+            also=also,
         )
 
 
@@ -176,10 +180,10 @@ class Classifier:
     ) -> tuple[np.ndarray, list[tuple[str, float]]]:
         """Feature rows of the windows, and style tags where the featurizer is a network that
         gives them (from the same network call)."""
-        embed = getattr(self.featurizer, "embed", None)
-        if embed is None:
+        embed_many = getattr(self.featurizer, "embed_many", None)
+        if embed_many is None:
             return np.stack([self.featurizer.transform(w, sr) for w in windows]), []
-        embeddings = [embed(w, sr) for w in windows]
+        embeddings = embed_many(windows, sr)  # one network pass for the whole song
         X = np.stack([self.featurizer.featurize(e) for e in embeddings])
         every_patch = {"tags": np.concatenate([e["tags"] for e in embeddings])}
         tags = self.featurizer.top_tags_from(every_patch, k=TOP_TAGS)
@@ -197,7 +201,7 @@ def aggregate(window_probs: np.ndarray) -> np.ndarray:
 
 def describe(
     music: bool, sounds_like: str | None, unsure: bool, candidates: list[str],
-    windows: list[WindowPrediction],
+    windows: list[WindowPrediction], also: str | None = None,
 ) -> str:
     """One sentence a person reads first."""
     if not music:
@@ -206,9 +210,12 @@ def describe(
     confident = [w.genre for w in windows if w.probabilities[w.genre] >= WINDOW_CONFIDENT]
     if len(windows) >= 2 and len(confident) >= 2 and confident[0] != confident[-1]:
         return f"Starts as {confident[0]}, turns into {confident[-1]}."
+    first, *rest = [display_name(c, capital=False) for c in candidates]
     if unsure:
-        return f"Not sure — {candidates[0]} or {candidates[1]}."
-    return f"Sounds like {candidates[0]}."
+        return f"Not sure — {first} or {rest[0]}."
+    if also:
+        return f"Sounds like {first}, with {display_name(also, capital=False)}."
+    return f"Sounds like {first}."
 
 
 def _as_dict(genres: list[str], probs: np.ndarray) -> dict[str, float]:

@@ -8,6 +8,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: How a genre is written in a sentence where its id is not how people write it.
+SPOKEN = {"hiphop": "hip-hop", "rnb": "R&B"}
+
+
+def display_name(genre: str, capital: bool = True) -> str:
+    """``hiphop`` → ``Hip-hop``, ``rnb`` → ``R&B``, ``jazz`` → ``Jazz``; with
+    ``capital=False`` as written mid-sentence (``hip-hop``, ``R&B``, ``jazz``)."""
+    spoken = SPOKEN.get(genre, genre)
+    return spoken[:1].upper() + spoken[1:] if capital else spoken
+
 
 @dataclass(frozen=True)
 class WindowPrediction:
@@ -24,8 +34,10 @@ class WindowPrediction:
 class Prediction:
     """A whole clip's answer.
 
-    ``genre`` is ``None`` when the clip is not music. ``probabilities`` always covers all ten
-    genres, is calibrated and sums to 1. ``unsure`` marks a close call between ``candidates``.
+    ``genre`` is ``None`` when the clip is not music. ``probabilities`` covers every genre of
+    the model (its classes come from its training data), is calibrated and sums to 1. ``unsure``
+    marks a close call between ``candidates``; ``also`` is a second genre that is strong too in
+    a confident answer ("jazz, with Latin").
     """
 
     genre: str | None
@@ -43,6 +55,7 @@ class Prediction:
     tags: list[tuple[str, float]] = field(default_factory=list)
     model_family: str = ""
     model_version: str = ""
+    also: str | None = None
 
     @property
     def ranked(self) -> list[tuple[str, float]]:

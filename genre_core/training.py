@@ -190,13 +190,9 @@ def retrain(
     """
     family = family or shipped_family()
     if family == "musicnn":
-        from genre_core.comparison import compare
-        from genre_core.learned import train_musicnn
+        from genre_core import crosscollection
 
-        comparison = compare(data_dir, seed=seed, progress=progress)
-        metrics = train_musicnn(data_dir, out_dir, seed=seed, progress=progress,
-                                comparison=comparison)
-        metrics["table_accuracy_same_clips"] = comparison["families"]["table"]["accuracy"]
+        metrics = crosscollection.train(data_dir, out_dir, seed=seed, progress=progress)
     else:
         metrics = train(data_dir, out_dir, seed=seed, epochs=epochs, progress=progress)
         metrics["fault_filtered_accuracy"] = metrics["protocols"]["fault-filtered"]["accuracy"]

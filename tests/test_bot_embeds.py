@@ -14,7 +14,7 @@ from bot.embeds import (
     pack,
     prediction_embed,
 )
-from genre_core.result import Prediction
+from genre_core.result import Prediction, display_name
 
 
 def prediction(**overrides: object) -> Prediction:
@@ -53,7 +53,7 @@ def test_music_shows_the_genre_and_a_bar_for_every_genre_most_likely_first() -> 
     embed = prediction_embed(prediction(), "mix.mp3")
     assert embed.title == "🎵 Rock"
     lines = bar_lines(embed)
-    assert [line.split()[0] for line in lines] == list(reversed(GENRES))
+    assert [line.split()[0] for line in lines] == [display_name(g) for g in reversed(GENRES)]
     assert lines[0].endswith("18%") and lines[-1].endswith("2%")
     footer = embed.footer.text or ""
     assert footer.startswith("mix.mp3")
@@ -132,4 +132,13 @@ def test_comparison_shows_new_next_to_current() -> None:
     table = embed.fields[0].value or ""
     assert "0.812" in table and "0.790" in table and "protocols" not in table
     assert embed.title == "✅ Model v2 is now serving"
+    within_limits(embed)
+
+
+def test_the_model_s_own_genres_are_shown_with_a_strong_second_one() -> None:
+    # A model with genres beyond GTZAN's ten: the bars follow its list, named for people.
+    probabilities = {"jazz": 0.78, "latin": 0.17, "rnb": 0.03, "electronic": 0.02}
+    embed = prediction_embed(prediction(genre="jazz", also="latin", probabilities=probabilities))
+    assert embed.title == "🎵 Jazz, with Latin"
+    assert [line.split()[0] for line in bar_lines(embed)] == ["Jazz", "Latin", "R&B", "Electronic"]
     within_limits(embed)

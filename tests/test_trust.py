@@ -19,7 +19,7 @@ from synth import DATA_DIR, SR, music_like, tone, wav_bytes
 from bot.client import process_jobs
 from genre_core.audio import Audio
 from genre_core.pipeline import Classifier, describe
-from genre_core.result import WindowPrediction
+from genre_core.result import WindowPrediction, display_name
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
 needs_detector = pytest.mark.skipif(
@@ -100,6 +100,13 @@ async def test_the_bot_says_not_music_and_shows_no_genre_bars(
     assert by_file[GTZAN_CLIP.name]["title"].startswith(("🎵 Metal", "🤔")), by_file
 
 
+def test_a_strong_second_genre_is_named_and_ids_are_written_for_people() -> None:
+    steady = [WindowPrediction(0.0, 30.0, "jazz", {"jazz": 0.8, "latin": 0.2})]
+    assert describe(True, None, False, ["jazz"], steady, also="latin") == (
+        "Sounds like jazz, with latin.")
+    assert describe(True, None, True, ["rnb", "hiphop"], steady) == "Not sure — R&B or hip-hop."
+
+
 def test_a_close_call_is_called_unsure() -> None:
     classifier = Classifier.load(SHIPPED_MODEL)
     classifier.min_probability = 0.999  # nothing is that sure: every answer is a close call
@@ -108,7 +115,8 @@ def test_a_close_call_is_called_unsure() -> None:
     assert prediction.music is True and prediction.unsure is True
     first, second = (genre for genre, _ in prediction.ranked[:2])
     assert prediction.candidates == [first, second]
-    assert prediction.summary == f"Not sure — {first} or {second}."
+    spoken = [display_name(g, capital=False) for g in (first, second)]
+    assert prediction.summary == f"Not sure — {spoken[0]} or {spoken[1]}."
 
 
 def test_windows_that_disagree_are_described() -> None:

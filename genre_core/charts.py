@@ -1,0 +1,108 @@
+"""Pictures of an evaluation, for the README and for people who would rather look than read:
+accuracy per protocol, the confusion matrix and the reliability diagram of held-out answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genre_core.evaluation import top_is_right
+from genre_core.result import display_name
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to files
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def evaluation_charts(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``accuracy.png``, ``confusion.png`` and ``reliability.png`` for a cross-collection
+    report (:func:`genre_core.crosscollection.evaluate`) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pooled = report["loco_pooled"]
+    return [
+        accuracy_chart(report["protocols"], out_dir / "accuracy.png"),
+        confusion_chart(np.asarray(report["loco_confusion"]), report["classes"],
+                        out_dir / "confusion.png"),
+        reliability_chart(np.asarray(pooled["probs"]), np.asarray(pooled["masks"]),
+                          out_dir / "reliability.png"),
+    ]
+
+
+def accuracy_chart(protocols: dict[str, Any], out: Path) -> Path:
+    """One bar per protocol part: accuracy, and accuracy of the confident answers."""
+    plt = _pyplot()
+    names = [n for n, p in protocols.items() if p.get("accuracy") is not None]
+    labels = [f"held out: {n}" if "-" not in n else n for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, [protocols[n]["accuracy"] for n in names], 0.4, label="all answers")
+    ax.barh(y + 0.2, [protocols[n]["confident_accuracy"] or 0 for n in names], 0.4,
+            label="confident answers (top ≥ 0.8)")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.axvline(0.9, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of clips whose top genre is one of their tags")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("accuracy by protocol")
+    return _save(fig, plt, out)
+
+
+def confusion_chart(confusion: np.ndarray, classes: list[str], out: Path) -> Path:
+    """Rows: the clip's one right genre; columns: the answer; each row as shares."""
+    plt = _pyplot()
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    names = [display_name(c) for c in classes]
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_yticks(range(len(names)), [f"{n} ({int(t)})" for n, t in
+                                      zip(names, confusion.sum(axis=1), strict=True)])
+    for i, j in zip(*np.nonzero(confusion), strict=True):
+        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel("answered")
+    ax.set_ylabel("right genre (clips)")
+    ax.set_title("held-out collections: who gets taken for whom")
+    return _save(fig, plt, out)
+
+
+def reliability_chart(probs: np.ndarray, masks: np.ndarray, out: Path, bins: int = 10) -> Path:
+    """How often answers given with each confidence were right, against the diagonal."""
+    plt = _pyplot()
+    confidence, right = probs.max(axis=1), top_is_right(probs, masks)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges) - 1, 0, bins - 1)
+    centres, rates, counts = [], [], []
+    for b in range(bins):
+        if (which == b).any():
+            centres.append(confidence[which == b].mean())
+            rates.append(right[which == b].mean())
+            counts.append(int((which == b).sum()))
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    ax.plot(centres, rates, marker="o", label="held-out collections")
+    for x, y, n in zip(centres, rates, counts, strict=True):
+        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the answer")
+    ax.set_ylabel("share right")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("reliability (numbers: clips per bin)")
+    return _save(fig, plt, out)
+
+
+def _save(fig: Any, plt: Any, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
