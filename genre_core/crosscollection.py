@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import GroupKFold
 
-from genre_core import corpora
+from genre_core import corpora, learned
 from genre_core.corpora import Recording
 from genre_core.data import fingerprint, load_split
 from genre_core.evaluation import (
@@ -48,12 +48,16 @@ from genre_core.evaluation import (
     fit_temperature,
     top_is_right,
 )
-from genre_core.learned import DEFAULT_GROUPS, HEAD, SHIFTED, clip_embedding, crop_spans
+from genre_core.learned import DEFAULT_GROUPS, SHIFTED, clip_embedding, crop_spans
 from genre_core.model import GenreModel, softmax
 
 Progress = Callable[[str], None]
 VARIANTS = ("original", SHIFTED)
 CROPS = 4
+#: The GTZAN head's recipe with half the epochs: it sees 2-3x the rows. On the collections held
+#: out, 30 epochs scored as well as 60 (within a point) and needed a milder temperature (4.0
+#: against 5.1), i.e. were less over-confident where they had not been trained.
+HEAD = {**learned.HEAD, "epochs": 30}
 
 
 def variants_of(recording: Recording) -> tuple[str, ...]:

@@ -40,6 +40,12 @@ pytest_plugins = ("fake_discord.fixtures",)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "genre"
+
+
+def shipped_genres() -> list[str]:
+    """The shipped model's classes (they come from its training data)."""
+    return list(json.loads((SHIPPED_MODEL / "metadata.json").read_text())["genres"])
+
 GENRES = (
     "blues",
     "classical",
