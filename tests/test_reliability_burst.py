@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -185,8 +184,10 @@ async def test_a_user_over_their_rate_is_told_when_to_come_back(
     bot = await start_bot(user_rate=2, user_rate_window_s=60.0)  # two, then one per 30 s
     cog = bot.get_cog("Classify")
     assert cog is not None
-    now = [time.monotonic()]
-    cog.limiter.clock = lambda: now[0]  # type: ignore[attr-defined]  # time moves when told
+    # Time moves when told, from a whole number: from time.monotonic()'s value, 29 s + 1 s could
+    # add up to 29.999999 s and leave the refilled token a hair short of one.
+    now = [1000.0]
+    cog.limiter.clock = lambda: now[0]  # type: ignore[attr-defined]
     user, other = fake.add_user("eager"), fake.add_user("other")
     clip = fake.add_attachment(encode(music_like(3.5), "mp3"), "again.mp3", "audio/mpeg")
 
