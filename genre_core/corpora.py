@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genre_core.data import AUDIO_EXTENSIONS, genre_of, track_id
+from genre_core.learned import track_block
 
 COLLECTIONS = ("gtzan", "mer", "fma")
 #: AllMusic's genre tags (4Q-MER's ``allmusic_genres``) → our genres.
@@ -66,8 +67,7 @@ def gtzan(data_dir: Path) -> list[Recording]:
 
 def gtzan_group(track: str, size: int = 5) -> str:
     """``blues.00012`` → ``gtzan:blues.2``: blocks of ``size`` consecutive ids."""
-    genre, number = track.split(".")
-    return f"gtzan:{genre}.{int(number) // size}"
+    return f"gtzan:{track_block(track, size)}"
 
 
 def mer(data_dir: Path) -> list[Recording]:

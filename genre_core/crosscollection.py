@@ -58,15 +58,15 @@ CROPS = 4
 #: out, 30 epochs scored as well as 60 (within a point) and needed a milder temperature (4.0
 #: against 5.1), i.e. were less over-confident where they had not been trained.
 HEAD = {**learned.HEAD, "epochs": 30}
+#: An answer shown as confident must reach this probability (below: "not sure: X or Y").
+CONFIDENT = 0.8
+ABSENT = -1e9  # the logit of a genre a fold's model was not trained on
 
 
 def variants_of(recording: Recording) -> tuple[str, ...]:
     """The audio variants a recording is embedded in: every second one is also shifted."""
     shifted = zlib.crc32(f"{recording.collection}:{recording.clip_id}".encode()) % 2 == 0
     return VARIANTS if shifted else VARIANTS[:1]
-#: An answer shown as confident must reach this probability (below: "not sure: X or Y").
-CONFIDENT = 0.8
-ABSENT = -1e9  # the logit of a genre a fold's model was not trained on
 
 
 @dataclass
@@ -87,11 +87,9 @@ class Material:
 def build_material(
     recordings: Sequence[Recording], *, groups: Sequence[str] = DEFAULT_GROUPS,
     variants: Sequence[str] = VARIANTS, crops: int = CROPS, seed: int = 0,
-    max_patches: int | None = None, progress: Progress | None = None,
+    progress: Progress | None = None,
 ) -> Material:
-    """Embed (or read from the cache) and featurize every recording. ``max_patches`` limits the
-    evaluated (original, whole-clip) rows to that many evenly spread 3-s patches, as a serving
-    path with that budget would analyse them (:func:`genre_core.musicnn.split_patches`)."""
+    """Embed (or read from the cache) and featurize every recording."""
     from genre_core.musicnn import MusicnnFeaturizer
 
     featurizer = MusicnnFeaturizer(groups=groups)
@@ -102,12 +100,8 @@ def build_material(
             progress(f"embedding clips: {i}/{len(recordings)}")
         for variant in (v for v in variants_of(recording) if v in variants):
             embedding = clip_embedding(recording, variant, featurizer.embedder)
-            n_patches = len(embedding["tags"])
-            for k, (start, end) in enumerate(crop_spans(n_patches, crops, rng)):
-                keep = np.arange(start, end)
-                if variant == "original" and k == 0 and max_patches and n_patches > max_patches:
-                    keep = np.linspace(0, n_patches - 1, max_patches).round().astype(int)
-                rows.append(featurizer.featurize({n: v[keep] for n, v in embedding.items()}))
+            for k, (start, end) in enumerate(crop_spans(len(embedding["tags"]), crops, rng)):
+                rows.append(featurizer.featurize({n: v[start:end] for n, v in embedding.items()}))
                 owner.append(i)
                 original.append(variant == "original" and k == 0)
     return Material(list(recordings), list(featurizer.feature_names), np.stack(rows),
@@ -347,8 +341,7 @@ def train(data_dir: Path, out_dir: Path, *, seed: int = 0, progress: Progress | 
         "protocol": "leave one collection out (mean over collections)",
         "accuracy": round(float(np.mean(list(headline.values()))), 4),
         "loco_accuracy": headline,
-        "protocols": {k: {kk: vv for kk, vv in v.items() if kk != "per_genre"} | {
-            "per_genre": v["per_genre"]} for k, v in protocols.items()},
+        "protocols": protocols,
     }
     model.save(out_dir, metadata={
         "version": datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
