@@ -63,14 +63,9 @@ def shifted(y: np.ndarray, sr: int, seed: int) -> np.ndarray:
         int(rng.integers(4))]
     if codec == "libopus":
         rate = 48_000  # Opus encodes at 48 kHz only; its bitrate limits the band instead
-    pcm = (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
-    encoded = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "s16le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0",
-         "-af", f"volume={gain:.1f}dB,bass=g={-tilt / 2:.1f},treble=g={tilt / 2:.1f}",
-         "-ar", str(rate), "-c:a", codec, "-b:a", bitrate, "-f", container, "pipe:1"],
-        input=pcm, capture_output=True, check=True, timeout=120,
-    ).stdout
-    return decode(encoded).samples
+    return _reencoded(
+        y, sr, "-af", f"volume={gain:.1f}dB,bass=g={-tilt / 2:.1f},treble=g={tilt / 2:.1f}",
+        "-ar", str(rate), "-c:a", codec, "-b:a", bitrate, "-f", container, timeout_s=120)
 
 
 def _speed(y: np.ndarray, sr: int, factor: float) -> np.ndarray:
@@ -82,13 +77,18 @@ def _speed(y: np.ndarray, sr: int, factor: float) -> np.ndarray:
 
 def _mp3(y: np.ndarray, sr: int, bitrate: str) -> np.ndarray:
     """A lossy round trip through an mp3 encoder."""
+    return _reencoded(y, sr, "-b:a", bitrate, "-f", "mp3", timeout_s=60)
+
+
+def _reencoded(y: np.ndarray, sr: int, *output_args: str, timeout_s: float) -> np.ndarray:
+    """``y`` encoded by ffmpeg with ``output_args`` (filters, codec, container), decoded back."""
     pcm = (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
-    mp3 = subprocess.run(
+    encoded = subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "s16le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0",
-         "-b:a", bitrate, "-f", "mp3", "pipe:1"],
-        input=pcm, capture_output=True, check=True, timeout=60,
+         *output_args, "pipe:1"],
+        input=pcm, capture_output=True, check=True, timeout=timeout_s,
     ).stdout
-    return decode(mp3).samples
+    return decode(encoded).samples
 
 
 def clip_embedding(clip: Any, variant: str, embedder: Any) -> dict[str, np.ndarray]:
