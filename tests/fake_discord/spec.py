@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError, relevance
 
 SPEC_PATH = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "discord" / "openapi.json"
@@ -164,13 +164,15 @@ def _leaves(error: ValidationError) -> list[ValidationError]:
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
     intended = [errs for errs in branches.values() if not any(map(_is_wrong_branch, errs))]
     if intended:
-        chosen = best_match(e for errs in intended for e in errs)
+        # Rank this level's errors only: best_match() would descend into nested unions and
+        # return an error whose schema path belongs to another level.
+        chosen = max((e for errs in intended for e in errs), key=relevance)
         branch = branches[chosen.relative_schema_path[0]]
     else:
         discriminators = [e for e in error.context if list(e.relative_path) == ["type"]]
         if discriminators:
             return [discriminators[0]]
-        branch = branches[best_match(error.context).relative_schema_path[0]]
+        branch = branches[max(error.context, key=relevance).relative_schema_path[0]]
     return [leaf for sub in branch for leaf in _leaves(sub)]
 
 
