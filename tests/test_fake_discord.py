@@ -592,6 +592,363 @@ async def test_interaction_webhook_429_is_retried(fake_discord: FakeDiscord) -> 
 
 
 # ---------------------------------------------------------------------------------------
+# message components and modals
+# ---------------------------------------------------------------------------------------
+
+
+GENRES = [discord.SelectOption(label=g.title(), value=g) for g in ("rock", "jazz", "metal")]
+
+
+class PersistentGenreView(discord.ui.View):
+    """A persistent view (no timeout, fixed custom ids) with a string select."""
+
+    def __init__(self, picked: list[list[str]], fake: FakeDiscord) -> None:
+        super().__init__(timeout=None)
+        self.picked = picked
+        self.fake = fake
+
+    @discord.ui.select(custom_id="pick-genre", options=GENRES, min_values=1, max_values=2)
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        self.picked.append(list(select.values))
+        self.fake.notify()
+        await interaction.response.send_message(f"picked {'+'.join(select.values)}", ephemeral=True)
+
+
+async def test_persistent_view_select_is_answered(fake_discord: FakeDiscord) -> None:
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    client = make_client()
+    picked: list[list[str]] = []
+    async with running(client, fake):
+        client.add_view(PersistentGenreView(picked, fake))  # as a bot does in setup_hook
+        sent = await client.get_channel(fake.channel_id).send(
+            "Which genre?", view=PersistentGenreView(picked, fake)
+        )
+        [message] = fake.messages()
+        assert message["id"] == str(sent.id)
+        # What the Discord client would never send: the fake refuses it outright.
+        with pytest.raises(ValueError, match="no option"):
+            await fake.choose_select(alice, message, "pick-genre", ["polka"])
+        with pytest.raises(ValueError, match="1 to 2 values"):
+            await fake.choose_select(alice, message, "pick-genre", ["rock", "jazz", "metal"])
+        with pytest.raises(ValueError, match="1 to 2 values"):
+            await fake.choose_select(alice, message, "pick-genre", [])
+        with pytest.raises(ValueError, match="once"):
+            await fake.choose_select(alice, message, "pick-genre", ["rock", "rock"])
+        with pytest.raises(LookupError, match="no string select"):
+            await fake.choose_select(alice, message, "pick-mood", ["rock"])
+        inter = await fake.choose_select(alice, message, "pick-genre", ["jazz", "rock"])
+        await fake.wait_for(lambda f: f.interaction_responses(inter["id"]), timeout=5)
+    assert inter["type"] == 3 and inter["message"]["id"] == message["id"]
+    assert inter["data"] == {
+        "custom_id": "pick-genre",
+        "component_type": 3,
+        "values": ["jazz", "rock"],
+    }
+    assert picked == [["jazz", "rock"]]
+    [answer] = fake.interaction_responses(inter["id"])
+    assert answer["type"] == 4 and answer["ephemeral"]
+    assert answer["message"]["content"] == "picked jazz+rock"
+    assert answer["message"]["interaction_metadata"]["interacted_message_id"] == message["id"]
+    assert [m["content"] for m in fake.messages()] == ["Which genre?"]  # the answer is ephemeral
+    assert fake.invalid_requests == []
+
+
+class GenreModal(discord.ui.Modal, title="Name that genre"):
+    def __init__(self, layout: str, got: list[tuple[str, list[str]]], fake: FakeDiscord) -> None:
+        super().__init__(custom_id="genre-modal")
+        self.got, self.fake = got, fake
+        self.genre = discord.ui.TextInput(
+            custom_id="genre-text",
+            min_length=2,
+            max_length=20,
+            label="Genre" if layout == "action row" else None,
+        )
+        self.mood: discord.ui.Select | None = None
+        if layout == "action row":  # the TextInput added as it is: discord.py wraps it in a row
+            self.add_item(self.genre)
+        else:  # discord.py 2.6+: Label (type 18) components, as Discord now recommends
+            self.mood = discord.ui.Select(custom_id="mood", options=GENRES, required=False)
+            self.add_item(discord.ui.TextDisplay("Tell us what you hear."))
+            self.add_item(discord.ui.Label(text="Genre", component=self.genre))
+            self.add_item(discord.ui.Label(text="Close to", component=self.mood))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        self.got.append((self.genre.value, list(self.mood.values) if self.mood else []))
+        self.fake.notify()
+        await interaction.response.send_message(f"noted: {self.genre.value}", ephemeral=True)
+
+
+class OpenModalView(discord.ui.View):
+    def __init__(self, modal: discord.ui.Modal) -> None:
+        super().__init__(timeout=30)
+        self.modal = modal
+
+    @discord.ui.button(label="Name it", custom_id="open-modal")
+    async def open(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.send_modal(self.modal)
+
+
+@pytest.mark.parametrize("layout", ["action row", "label"])
+async def test_button_opens_a_modal_that_is_submitted(
+    fake_discord: FakeDiscord, layout: str
+) -> None:
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    bob = fake.add_user("bob")
+    client = make_client()
+    got: list[tuple[str, list[str]]] = []
+    async with running(client, fake):
+        view = OpenModalView(GenreModal(layout, got, fake))
+        await client.get_channel(fake.channel_id).send("Your turn", view=view)
+        [message] = fake.messages()
+        click = await fake.click_button(alice, message, "open-modal")
+        await fake.wait_for(lambda f: f.interaction_responses(click["id"]), timeout=5)
+        [opened] = fake.interaction_responses(click["id"])
+        assert (opened["type"], opened["status"]) == (9, 200)
+        modal = fake.modal_of(click)
+        assert modal is not None and modal["title"] == "Name that genre"
+        assert modal["custom_id"] == "genre-modal"
+        if layout == "action row":
+            [row] = modal["components"]
+            assert row["type"] == 1 and row["components"][0]["type"] == 4
+            assert row["components"][0]["label"] == "Genre"
+        else:
+            assert [c["type"] for c in modal["components"]] == [10, 18, 18]
+            label = modal["components"][1]
+            assert label["label"] == "Genre" and label["component"]["type"] == 4
+        # The Discord client enforces the modal's own rules.
+        with pytest.raises(ValueError, match="2 to 20"):
+            await fake.submit_modal(alice, click, {"genre-text": "x"})
+        with pytest.raises(ValueError, match="required"):
+            await fake.submit_modal(alice, click, {})
+        with pytest.raises(ValueError, match="one-line"):
+            await fake.submit_modal(alice, click, {"genre-text": "two\nlines"})
+        with pytest.raises(LookupError, match="no input"):
+            await fake.submit_modal(alice, click, {"genre-text": "rock", "other": "?"})
+        with pytest.raises(LookupError, match="who opened it"):
+            await fake.submit_modal(bob, click, {"genre-text": "rock"})
+        values: dict[str, Any] = {"genre-text": "shoegaze"}
+        if layout == "label":
+            values["mood"] = ["rock"]
+        submit = await fake.submit_modal(alice, click, values)
+        await fake.wait_for(lambda f: f.interaction_responses(submit["id"]), timeout=5)
+        with pytest.raises(LookupError, match="already submitted"):
+            await fake.submit_modal(alice, click, values)
+    assert submit["type"] == 5 and submit["data"]["custom_id"] == "genre-modal"
+    assert submit["message"]["id"] == message["id"]  # opened from a component
+    if layout == "action row":
+        assert submit["data"]["components"] == [
+            {
+                "type": 1,
+                "id": 1,
+                "components": [
+                    {"type": 4, "id": 2, "custom_id": "genre-text", "value": "shoegaze"}
+                ],
+            }
+        ]
+        assert got == [("shoegaze", [])]
+    else:
+        assert submit["data"]["components"] == [
+            {"type": 10, "id": 1},
+            {
+                "type": 18,
+                "id": 2,
+                "component": {"type": 4, "id": 3, "custom_id": "genre-text", "value": "shoegaze"},
+            },
+            {
+                "type": 18,
+                "id": 4,
+                "component": {"type": 3, "id": 5, "custom_id": "mood", "values": ["rock"]},
+            },
+        ]
+        assert got == [("shoegaze", ["rock"])]
+    [answer] = fake.interaction_responses(submit["id"])
+    assert answer["type"] == 4 and answer["ephemeral"]
+    assert answer["message"]["content"] == "noted: shoegaze"
+    metadata = answer["message"]["interaction_metadata"]
+    assert metadata["type"] == 5
+    assert metadata["triggering_interaction_metadata"]["id"] == click["id"]
+    assert fake.invalid_requests == []
+
+
+async def test_modal_submit_may_update_only_a_component_message(
+    fake_discord: FakeDiscord,
+) -> None:
+    """UPDATE_MESSAGE on a modal submit edits the message of the button that opened it;
+    a modal opened by a slash command has no message to update."""
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    bot = make_bot()
+    errors: list[discord.HTTPException] = []
+
+    class Rename(discord.ui.Modal, title="Rename"):
+        name = discord.ui.TextInput(label="New text", custom_id="name")
+
+        async def on_submit(self, interaction: discord.Interaction) -> None:
+            try:
+                await interaction.response.edit_message(content=f"renamed: {self.name.value}")
+            except discord.HTTPException as exc:
+                errors.append(exc)
+                fake.notify()
+
+    @bot.tree.command(name="rename", description="Opens a modal")
+    async def rename(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(Rename())
+
+    async with running(bot, fake):
+        await bot.tree.sync()
+        await bot.get_channel(fake.channel_id).send("old", view=OpenModalView(Rename()))
+        [message] = fake.messages()
+        click = await fake.click_button(alice, message, "open-modal")
+        await fake.wait_for(lambda f: f.modal_of(click), timeout=5)
+        name_id = fake.modal_of(click)["components"][0]["components"][0]["custom_id"]
+        submit = await fake.submit_modal(alice, click, {name_id: "new"})
+        await fake.wait_for(lambda f: f.interaction_responses(submit["id"]), timeout=5)
+        slash = await fake.invoke_slash(alice, "rename")
+        await fake.wait_for(lambda f: f.modal_of(slash), timeout=5)
+        no_message = await fake.submit_modal(alice, slash, {"name": "new"})
+        await fake.wait_for(lambda f: errors, timeout=5)
+    [edit] = fake.interaction_responses(submit["id"])
+    assert (edit["type"], edit["status"], edit["message_id"]) == (7, 200, message["id"])
+    assert fake.message(message["id"])["content"] == "renamed: new"
+    assert "message" not in no_message
+    assert [e.code for e in errors] == [50035]
+    [refused] = fake.interaction_responses(no_message["id"])
+    assert refused["errors"]["type"]["_errors"][0]["code"] == "INTERACTION_CALLBACK_TYPE_INVALID"
+
+
+async def test_select_on_an_ephemeral_followup(fake_discord: FakeDiscord) -> None:
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    bob = fake.add_user("bob")
+    bot = make_bot()
+
+    class Pick(discord.ui.View):
+        @discord.ui.select(custom_id="ephemeral-pick", options=GENRES)
+        async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+            await interaction.response.edit_message(
+                content=f"you chose {select.values[0]}", view=None
+            )
+
+    @bot.tree.command(name="choose", description="Ephemeral select")
+    async def choose(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("one moment", ephemeral=True)
+        await interaction.followup.send("pick one", view=Pick(), ephemeral=True, wait=True)
+
+    async with running(bot, fake):
+        await bot.tree.sync()
+        inter = await fake.invoke_slash(alice, "choose")
+        await fake.wait_for(lambda f: len(f.interaction_responses(inter["id"])) == 2, timeout=5)
+        followup = fake.interaction_responses(inter["id"])[1]
+        assert followup["kind"] == "followup" and followup["ephemeral"]
+        message = followup["message"]
+        with pytest.raises(LookupError, match="ephemeral"):
+            await fake.choose_select(bob, message, "ephemeral-pick", ["jazz"])
+        chosen = await fake.choose_select(alice, message, "ephemeral-pick", ["jazz"])
+        await fake.wait_for(lambda f: f.interaction_responses(chosen["id"]), timeout=5)
+    assert chosen["message"]["flags"] & 64 and chosen["message"]["id"] == message["id"]
+    [update] = fake.interaction_responses(chosen["id"])
+    assert (update["type"], update["status"]) == (7, 200)
+    edited = fake.message(message["id"])
+    assert edited["content"] == "you chose jazz" and edited["components"] == []
+    assert fake.messages() == []  # everything stayed ephemeral
+
+
+@pytest.mark.parametrize(
+    ("case", "error_path", "code"),
+    [
+        ("title>45", ["data", "title"], "BASE_TYPE_MAX_LENGTH"),
+        ("label>45", ["data", "components", "0", "label"], "BASE_TYPE_MAX_LENGTH"),
+        ("duplicate custom id", ["data", "components"], "COMPONENT_CUSTOM_ID_DUPLICATED"),
+    ],
+)
+async def test_invalid_modal_is_refused_with_50035(
+    fake_discord: FakeDiscord, case: str, error_path: list[str], code: str
+) -> None:
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    bot = make_bot()
+    errors: list[discord.HTTPException] = []
+
+    @bot.tree.command(name="ask", description="Opens a bad modal")
+    async def ask(interaction: discord.Interaction) -> None:
+        modal = discord.ui.Modal(title="x" * 46 if case == "title>45" else "Ask")
+        first = discord.ui.TextInput(custom_id="q")
+        modal.add_item(
+            discord.ui.Label(text="y" * 46 if case == "label>45" else "Q", component=first)
+        )
+        if case == "duplicate custom id":
+            modal.add_item(
+                discord.ui.Label(text="Q2", component=discord.ui.TextInput(custom_id="q"))
+            )
+        try:
+            await interaction.response.send_modal(modal)
+        except discord.HTTPException as exc:
+            errors.append(exc)
+            fake.notify()
+
+    async with running(bot, fake):
+        await bot.tree.sync()
+        inter = await fake.invoke_slash(alice, "ask")
+        await fake.wait_for(lambda f: errors, timeout=5)
+    assert [(e.status, e.code) for e in errors] == [(400, 50035)]
+    [refused] = fake.interaction_responses(inter["id"])
+    node = refused["errors"]
+    for part in error_path:
+        node = node[part]
+    assert [e["code"] for e in node["_errors"]] == [code]
+    assert fake.modal_of(inter) is None
+    with pytest.raises(LookupError, match="not answered with a modal"):
+        await fake.submit_modal(alice, inter, {"q": "?"})
+
+
+async def test_forged_custom_ids_reach_the_client_only_on_purpose(
+    fake_discord: FakeDiscord,
+) -> None:
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    client = make_client()
+    seen: list[tuple[str, Any]] = []
+    client.event(
+        _named(
+            "on_interaction",
+            lambda i: seen.append((i.data["custom_id"], i.data.get("values"))),
+            fake,
+        )
+    )
+
+    class Buttons(discord.ui.View):
+        @discord.ui.button(label="ok", custom_id="real")
+        async def real(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+            await interaction.response.defer()
+
+        @discord.ui.button(label="off", custom_id="off", disabled=True)
+        async def off(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+            await interaction.response.defer()
+
+    async with running(client, fake):
+        await client.get_channel(fake.channel_id).send("buttons", view=Buttons())
+        [message] = fake.messages()
+        with pytest.raises(LookupError, match="no button"):
+            await fake.click_button(alice, message, "forged")
+        with pytest.raises(ValueError, match="disabled"):
+            await fake.click_button(alice, message, "off")
+        real = await fake.click_button(alice, message, "real")
+        forged = await fake.click_button(alice, message, "forged", check=False)
+        stale = await fake.choose_select(alice, message, "gone", ["polka"], check=False)
+        await fake.wait_for(lambda f: len(seen) == 3, timeout=5)
+        await fake.wait_for(lambda f: f.interaction_responses(real["id"]), timeout=5)
+    assert seen == [("real", None), ("forged", None), ("gone", ["polka"])]
+    assert stale["data"]["component_type"] == 3
+    [ack] = fake.interaction_responses(real["id"])
+    assert ack["type"] == 6
+    # discord.py has no view item for the forged ids: nothing answers them.
+    assert fake.interaction_responses(forged["id"]) == []
+    assert fake.interaction_responses(stale["id"]) == []
+
+
+# ---------------------------------------------------------------------------------------
 # CDN
 # ---------------------------------------------------------------------------------------
 

@@ -51,6 +51,15 @@ Fidelity (what the fake enforces, like Discord)
   privileged intents → 4014.
 * Commands can only be invoked once synced (``require_synced``), with the synced option types,
   and ``default_member_permissions`` hide them from members lacking those permissions.
+* Components: ``click_button`` / ``choose_select`` only act on components the message shows
+  (enabled, an existing custom id, select values among its options and within
+  ``min_values``/``max_values``; an ephemeral message only for its user), as the Discord
+  client does; ``check=False`` sends a forged or stale custom id on purpose.
+* Modals: a MODAL (9) answer is validated like any body (50035, also for duplicate custom
+  ids) and kept (``modal_of``); ``submit_modal`` checks required inputs and lengths, then
+  sends MODAL_SUBMIT (type 5) shaped like the modal's layout (action rows or Labels), with
+  the component's ``message`` when a component opened it; UPDATE_MESSAGE (7) and
+  DEFERRED_UPDATE_MESSAGE (6) are refused where there is no such message.
 
 Main API: :class:`FakeDiscord` (see its methods), fixture ``fake_discord`` in
 :mod:`fake_discord.fixtures`, CDN handler factories in :mod:`fake_discord.cdn`.

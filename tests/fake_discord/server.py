@@ -8,7 +8,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -94,6 +94,46 @@ def _template_regex(template: str) -> re.Pattern[str]:
 
 def _unknown(what: str, code: int) -> ApiError:
     return ApiError(404, code, f"Unknown {what}")
+
+
+def _walk(components: Any) -> Iterator[dict[str, Any]]:
+    """Every component in a component tree, depth first (rows, labels, sections...)."""
+    for comp in components or []:
+        if not isinstance(comp, dict):
+            continue
+        yield comp
+        yield from _walk(comp.get("components"))
+        for key in ("component", "accessory"):
+            if isinstance(comp.get(key), dict):
+                yield from _walk([comp[key]])
+
+
+def _assign_component_ids(components: list[dict[str, Any]]) -> None:
+    """Fill in ``id`` as Discord does: sequentially, skipping ids the sender chose (0 = none)."""
+    used = {c["id"] for c in _walk(components) if c.get("id")}
+    next_id = 0
+    for comp in _walk(components):
+        if not comp.get("id"):
+            next_id += 1
+            while next_id in used:
+                next_id += 1
+            comp["id"] = next_id
+
+
+def _duplicate_custom_id_errors(components: Any) -> dict[str, Any]:
+    """Discord refuses components sharing a ``custom_id`` (50035)."""
+    seen: set[str] = set()
+    for comp in _walk(components):
+        cid = comp.get("custom_id")
+        if isinstance(cid, str):
+            if cid in seen:
+                error = {
+                    "code": "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    "message": "Component custom id cannot be duplicated",
+                }
+                return {"components": {"_errors": [error]}}
+            seen.add(cid)
+    return {}
 
 
 @dataclass
@@ -200,6 +240,11 @@ class _Interaction:
     followup_edits_original: bool = False
     message_ids: list[int] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
+    # A MODAL (type 9) answer: the modal as Discord shows it (ids filled in), until submitted.
+    modal: dict[str, Any] | None = None
+    modal_submitted: bool = False
+    # MODAL_SUBMIT interactions: the interaction whose modal was submitted.
+    opened_from: int | None = None
 
 
 class ReactionBook:
@@ -763,7 +808,7 @@ class FakeDiscord:
         return await self._create_interaction(2, user_id, data, stored.channel_id)
 
     async def click_button(
-        self, user_id: int, message: dict[str, Any], custom_id: str
+        self, user_id: int, message: dict[str, Any], custom_id: str, *, check: bool = True
     ) -> dict[str, Any]:
         """A user clicks a button on a bot message (INTERACTION_CREATE type 3).
 
@@ -772,19 +817,185 @@ class FakeDiscord:
         user_id : int
             The clicking member.
         message : dict
-            The bot's message carrying the button.
+            The bot's message carrying the button (an ephemeral one only for the user it was
+            sent to).
         custom_id : str
             The button's custom id.
+        check : bool
+            Check, as the Discord client does, that the message (as it is now) shows an
+            enabled button with that custom id to this user. ``False`` sends the id as given:
+            a forged or stale custom id, to test how the bot copes with one.
 
         Returns
         -------
         dict
             The interaction payload sent.
+
+        Raises
+        ------
+        LookupError
+            With ``check``: no button with that custom id on the message, or an ephemeral
+            message of another user.
+        ValueError
+            With ``check``: the button is disabled.
         """
         stored = self._get_message(int(message["channel_id"]), int(message["id"]))
+        if check:
+            self._check_visible(stored, user_id)
+            button = self._find_component(stored, 2, custom_id)
+            if button.get("disabled"):
+                raise ValueError(f"button {custom_id!r} is disabled; it cannot be clicked")
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._create_interaction(
             3, user_id, data, stored.channel_id, component_message=stored
+        )
+
+    async def choose_select(
+        self,
+        user_id: int,
+        message: dict[str, Any],
+        custom_id: str,
+        values: list[str],
+        *,
+        check: bool = True,
+    ) -> dict[str, Any]:
+        """A user picks options in a string select on a bot message (type 3, component 3).
+
+        Parameters
+        ----------
+        user_id : int
+            The choosing member.
+        message : dict
+            The bot's message carrying the select (an ephemeral one only for the user it was
+            sent to: e.g. from :meth:`interaction_responses` ``[i]["message"]``).
+        custom_id : str
+            The select's custom id.
+        values : list of str
+            The ``value`` of each option picked, in the order picked.
+        check : bool
+            Check, as the Discord client does, that the message (as it is now) shows this
+            user an enabled string select with that custom id, that every value is one of its
+            options (each at most once) and that their number lies within ``min_values`` and
+            ``max_values`` (both 1 by default). ``False`` sends them as given (forged/stale).
+
+        Returns
+        -------
+        dict
+            The interaction payload sent (``data.values`` as given).
+
+        Raises
+        ------
+        LookupError
+            With ``check``: no string select with that custom id on the message, or an
+            ephemeral message of another user.
+        ValueError
+            With ``check``: a value that is not an option, a value twice, too few or too many
+            values, or a disabled select.
+        """
+        stored = self._get_message(int(message["channel_id"]), int(message["id"]))
+        values = list(values)
+        if check:
+            self._check_visible(stored, user_id)
+            select = self._find_component(stored, 3, custom_id)
+            if select.get("disabled"):
+                raise ValueError(f"select {custom_id!r} is disabled; nothing can be picked")
+            self._check_select_values(select, values)
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        return await self._create_interaction(
+            3, user_id, data, stored.channel_id, component_message=stored
+        )
+
+    def modal_of(self, interaction: dict[str, Any]) -> dict[str, Any] | None:
+        """The modal the bot answered an interaction with (callback type 9), if any.
+
+        Parameters
+        ----------
+        interaction : dict
+            The interaction payload (from :meth:`invoke_slash`, :meth:`click_button`...).
+
+        Returns
+        -------
+        dict or None
+            ``{"custom_id", "title", "components"}`` as Discord shows it: the bot's body
+            with a sequential ``id`` filled into every component that had none. None if the
+            bot did not answer with a modal (or its modal body was refused).
+        """
+        inter = self._interactions[int(interaction["id"])]
+        return json.loads(json.dumps(inter.modal)) if inter.modal is not None else None
+
+    async def submit_modal(
+        self,
+        user_id: int,
+        interaction: dict[str, Any],
+        values: dict[str, str | list[str]],
+    ) -> dict[str, Any]:
+        """A user fills in and submits the modal the bot opened (INTERACTION_CREATE type 5).
+
+        ``data.components`` mirrors the modal's layout as Discord sends it: an action row
+        becomes ``{"type": 1, "id", "components": [...]}``, a Label (type 18)
+        ``{"type": 18, "id", "component": {...}}``, a Text Display ``{"type": 10, "id"}``;
+        a text input inside them ``{"type": 4, "id", "custom_id", "value"}`` and a string
+        select ``{"type": 3, "id", "custom_id", "values"}``. A modal opened from a message
+        component carries that ``message``, whose message an UPDATE_MESSAGE (7) or
+        DEFERRED_UPDATE_MESSAGE (6) answer then edits.
+
+        Parameters
+        ----------
+        user_id : int
+            The submitting member: only the user who triggered the interaction sees the
+            modal.
+        interaction : dict
+            The interaction the bot answered with the modal.
+        values : dict
+            ``custom_id -> text`` for text inputs (an input left out keeps its pre-filled
+            ``value``, else ``""``), ``custom_id -> [option values]`` for string selects.
+
+        Returns
+        -------
+        dict
+            The MODAL_SUBMIT interaction payload sent.
+
+        Raises
+        ------
+        LookupError
+            If the bot did not answer with a modal, it was already submitted, another user
+            submits it, or ``values`` names a custom id the modal does not have.
+        ValueError
+            If a value breaks the modal as the Discord client enforces it: a required input
+            left empty, a length outside ``min_length``/``max_length``, a line break in a
+            short (style 1) input, or a select value that is not an option / a wrong count.
+        NotImplementedError
+            For modal components other than text inputs and string selects (user/role/
+            channel selects, file uploads, radio groups, checkboxes).
+        """
+        inter = self._interactions.get(int(interaction["id"]))
+        if inter is None or inter.modal is None:
+            raise LookupError(f"interaction {interaction['id']} was not answered with a modal")
+        if inter.modal_submitted:
+            raise LookupError("this modal was already submitted; Discord closed it")
+        opener = int(inter.payload["member"]["user"]["id"])
+        if user_id != opener:
+            raise LookupError(f"only user {opener}, who opened it, sees this modal")
+        modal = inter.modal
+        unused = dict(values)
+        components = [self._submitted(c, unused) for c in modal["components"]]
+        if unused:
+            raise LookupError(
+                f"the modal has no input with custom id {sorted(unused)}; it has "
+                f"{[c['custom_id'] for c in _walk(modal['components']) if 'custom_id' in c]}"
+            )
+        inter.modal_submitted = True
+        data = {"custom_id": modal["custom_id"], "components": components}
+        source = (
+            self._messages.get(inter.component_message_id) if inter.component_message_id else None
+        )
+        return await self._create_interaction(
+            5,
+            user_id,
+            data,
+            int(inter.payload["channel_id"]),
+            component_message=source if source is not None and not source.deleted else None,
+            opened_from=int(inter.payload["id"]),
         )
 
     def notify(self) -> None:
@@ -1110,17 +1321,10 @@ class FakeDiscord:
             if (body.get("allowed_mentions") or {}).get("replied_user", True):
                 replied.append(int(ref.data["author"]["id"]))
         if interaction is not None:
-            inter = interaction.payload
             data["type"] = msg_type if msg_type is not None else 20
             data["webhook_id"] = str(self.application_id)
             data["application_id"] = str(self.application_id)
-            data["interaction_metadata"] = {
-                "id": inter["id"],
-                "type": inter["type"],
-                "user": inter["member"]["user"],
-                "authorizing_integration_owners": {"0": str(self.guild_id)},
-                **({"name": inter["data"]["name"]} if "name" in inter["data"] else {}),
-            }
+            data["interaction_metadata"] = self._interaction_metadata(interaction)
         data["mentions"] = self._mentions(data["content"], replied)
         stored = _Message(
             data=data,
@@ -1131,6 +1335,22 @@ class FakeDiscord:
         self._messages[mid] = stored
         self._changed()
         return stored
+
+    def _interaction_metadata(self, interaction: _Interaction) -> dict[str, Any]:
+        inter = interaction.payload
+        meta: dict[str, Any] = {
+            "id": inter["id"],
+            "type": inter["type"],
+            "user": inter["member"]["user"],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            **({"name": inter["data"]["name"]} if "name" in inter["data"] else {}),
+        }
+        if inter["type"] == 3 and interaction.component_message_id is not None:
+            meta["interacted_message_id"] = str(interaction.component_message_id)
+        if inter["type"] == 5 and interaction.opened_from is not None:
+            opener = self._interactions[interaction.opened_from]
+            meta["triggering_interaction_metadata"] = self._interaction_metadata(opener)
+        return meta
 
     def _gateway_message(self, stored: _Message) -> dict[str, Any]:
         data = json.loads(json.dumps(stored.data))
@@ -1344,6 +1564,97 @@ class FakeDiscord:
             return str(cid)
         return value
 
+    # -- components and modals ----------------------------------------------------------
+
+    def _check_visible(self, stored: _Message, user_id: int) -> None:
+        """An ephemeral message is only shown to the user of the interaction it answers."""
+        if not stored.ephemeral or stored.interaction_id is None:
+            return
+        owner = self._interactions[stored.interaction_id].payload["member"]["user"]["id"]
+        if owner != str(user_id):
+            raise LookupError(
+                f"message {stored.data['id']} is ephemeral, shown only to user {owner}; "
+                f"user {user_id} cannot see its components"
+            )
+
+    @staticmethod
+    def _find_component(stored: _Message, type_: int, custom_id: str) -> dict[str, Any]:
+        found = list(_walk(stored.data.get("components")))
+        for comp in found:
+            if comp.get("type") == type_ and comp.get("custom_id") == custom_id:
+                return comp
+        kind = {2: "button", 3: "string select"}.get(type_, f"type {type_} component")
+        present = [(c["type"], c["custom_id"]) for c in found if "custom_id" in c]
+        raise LookupError(
+            f"message {stored.data['id']} has no {kind} with custom_id {custom_id!r}; "
+            f"its (type, custom_id) are {present}"
+        )
+
+    @staticmethod
+    def _check_select_values(select: dict[str, Any], values: Any) -> None:
+        """What the Discord client lets a user pick in a string select."""
+        cid = select.get("custom_id")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"select {cid!r}: values must be a list of str, got {values!r}")
+        options = [o.get("value") for o in select.get("options") or []]
+        unknown = [v for v in values if v not in options]
+        if unknown:
+            raise ValueError(f"select {cid!r} has no option {unknown}; options: {options}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"select {cid!r}: an option can be picked once, got {values}")
+        low = select.get("min_values")
+        low = 1 if low is None else int(low)
+        if select.get("required") is False:  # modal selects only
+            low = 0
+        high = select.get("max_values")
+        high = 1 if high is None else int(high)
+        if not low <= len(values) <= high:
+            raise ValueError(
+                f"select {cid!r} takes {low} to {high} values, got {len(values)}: {values}"
+            )
+
+    @staticmethod
+    def _check_text(text_input: dict[str, Any], value: Any) -> None:
+        """What the Discord client lets a user submit in a text input."""
+        cid = text_input.get("custom_id")
+        if not isinstance(value, str):
+            raise ValueError(f"text input {cid!r}: value must be a str, got {value!r}")
+        if value == "":
+            if text_input.get("required") is not False:  # required unless said otherwise
+                raise ValueError(f"text input {cid!r} is required")
+            return
+        low = int(text_input.get("min_length") or 0)
+        high = int(text_input.get("max_length") or 4000)
+        if not low <= len(value) <= high:
+            raise ValueError(
+                f"text input {cid!r} takes {low} to {high} characters, got {len(value)}"
+            )
+        if text_input.get("style") == 1 and "\n" in value:
+            raise ValueError(f"text input {cid!r} is a short (one-line) input")
+
+    def _submitted(self, comp: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        """A modal component as a MODAL_SUBMIT reports it; takes its value out of ``values``."""
+        type_ = comp.get("type")
+        if type_ == 1:
+            children = [self._submitted(c, values) for c in comp.get("components") or []]
+            return {"type": 1, "id": comp["id"], "components": children}
+        if type_ == 18:
+            inner = self._submitted(comp["component"], values)
+            return {"type": 18, "id": comp["id"], "component": inner}
+        if type_ == 10:
+            return {"type": 10, "id": comp["id"]}
+        cid = comp.get("custom_id")
+        if type_ == 4:
+            value = values.pop(cid, comp.get("value") or "")
+            self._check_text(comp, value)
+            return {"type": 4, "id": comp["id"], "custom_id": cid, "value": value}
+        if type_ == 3:
+            defaults = [o["value"] for o in comp.get("options") or [] if o.get("default")]
+            picked = values.pop(cid, defaults)
+            self._check_select_values(comp, picked)
+            return {"type": 3, "id": comp["id"], "custom_id": cid, "values": list(picked)}
+        raise NotImplementedError(f"submitting modal component type {type_} ({cid!r})")
+
     async def _create_interaction(
         self,
         type_: int,
@@ -1352,6 +1663,7 @@ class FakeDiscord:
         channel_id: int,
         *,
         component_message: _Message | None = None,
+        opened_from: int | None = None,
     ) -> dict[str, Any]:
         if user_id not in self._members:
             raise LookupError(f"unknown user {user_id}; use add_user()")
@@ -1385,6 +1697,7 @@ class FakeDiscord:
             payload=payload,
             created=asyncio.get_running_loop().time(),
             component_message_id=int(component_message.data["id"]) if component_message else None,
+            opened_from=opened_from,
         )
         self._interactions[iid] = inter
         self._tokens[token] = iid
@@ -1973,7 +2286,10 @@ class FakeDiscord:
         body = ctx.body or {}
         ctype = body.get("type")
         allowed = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}
-        if ctype not in allowed.get(inter.payload["type"], set()):
+        valid = allowed.get(inter.payload["type"], set())
+        if inter.component_message_id is None:
+            valid = valid - {6, 7}  # (DEFERRED_)UPDATE_MESSAGE: only with a component message
+        if ctype not in valid:
             raise _form_error(
                 ["type"],
                 "INTERACTION_CALLBACK_TYPE_INVALID",
@@ -1982,6 +2298,10 @@ class FakeDiscord:
         data = body.get("data") or {}
         if ctype in (4, 7):
             errors = spec.extra_message_errors(data)
+            if errors:
+                raise ApiError(400, 50035, "Invalid Form Body", {"data": errors})
+        if ctype == 9:
+            errors = _duplicate_custom_id_errors(data.get("components"))
             if errors:
                 raise ApiError(400, 50035, "Invalid Form Body", {"data": errors})
         result = await self._apply_callback(inter, ctype, data, ctx.files)
@@ -2025,11 +2345,17 @@ class FakeDiscord:
             inter.followup_edits_original = True
         elif ctype in (6, 7):
             target = self._messages[inter.component_message_id]  # type: ignore[index]
+            if target.deleted:
+                raise _unknown("Message", 10008)
             inter.original_id = int(target.data["id"])
             if ctype == 7:
                 self._edit_message(target, data, files)
                 await self._dispatch_message("MESSAGE_UPDATE", target)
             resource["message"] = target.data
+        elif ctype == 9:
+            modal = json.loads(json.dumps(data))
+            _assign_component_ids(modal["components"])
+            inter.modal = modal
         inter.acked = True
         inter.callback_type = ctype
         response: dict[str, Any] = {
