@@ -6,6 +6,7 @@ and :func:`featurizer_for` rebuilds the matching featurizer, so pipeline stages 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +37,13 @@ class TableFeaturizer:
 
     def transform(self, y: np.ndarray, sr: int) -> np.ndarray:
         return features.extract(y, sr)
+
+
+def featurizer_id(featurizer: Featurizer) -> str:
+    """Names what a featurizer computes (family, window, feature names): stored rows with the
+    same id can train the serving head as they are; others are re-made from the audio."""
+    names = ",".join(featurizer.feature_names) + f"@{featurizer.window_s:g}"
+    return f"{featurizer.family}:{hashlib.sha1(names.encode()).hexdigest()[:12]}"
 
 
 def featurizer_for(family: str, settings: dict | None = None) -> Featurizer:

@@ -244,7 +244,7 @@ def metadata_info(model_dir: Path) -> dict[str, Any]:
         meta = json.loads((Path(model_dir) / "metadata.json").read_text())
     except (OSError, ValueError):
         return {"path": str(model_dir)}
-    keys = ("version", "family", "trained_at", "metrics", "calibration", "thresholds")
+    keys = ("version", "family", "trained_at", "metrics", "calibration", "thresholds", "genres")
     return {**{key: meta.get(key) for key in keys}, "path": str(model_dir)}
 
 
@@ -678,6 +678,7 @@ def _retrain_child(
     seed: int,
     current: dict[str, Any] | None,
     messages: Any,
+    options: dict[str, Any],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -685,7 +686,7 @@ def _retrain_child(
         def progress(text: str) -> None:
             messages.put(("progress", str(text), None))
 
-        metrics = _resolve(target)(data_dir, out_dir, seed=seed, progress=progress)
+        metrics = _resolve(target)(data_dir, out_dir, seed=seed, progress=progress, **options)
         not_worse = True if not current else bool(_resolve(compare)(metrics, current))
         messages.put(("done", metrics, not_worse))
     except BaseException as exc:
@@ -702,6 +703,7 @@ async def retrain_in_subprocess(
     progress: Callable[[str], None] | None = None,
     target: RetrainTarget = "genre_core.training:retrain",
     compare: CompareTarget = "genre_core.training:is_not_worse",
+    options: dict[str, Any] | None = None,
 ) -> RetrainOutcome:
     """Run ``retrain`` in a child process and compare its metrics with the current model's.
 
@@ -722,6 +724,8 @@ async def retrain_in_subprocess(
         Called in the event loop's thread with each progress line.
     target, compare : callable or str
         The training and comparison functions (module-level, or "module:function").
+    options : dict, optional
+        More keyword arguments for ``target`` (the community's clips, the current model).
 
     Returns
     -------
@@ -736,7 +740,8 @@ async def retrain_in_subprocess(
     messages = ctx.Queue()
     child = ctx.Process(
         target=_retrain_child,
-        args=(target, compare, Path(data_dir), Path(out_dir), seed, current_metrics, messages),
+        args=(target, compare, Path(data_dir), Path(out_dir), seed, current_metrics, messages,
+              dict(options or {})),
         name="genre-retrain",
         daemon=True,
     )

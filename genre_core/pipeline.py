@@ -6,6 +6,7 @@ recompute it.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from genre_core.audio import Audio, analysis_windows, decode
+from genre_core.audio import Audio, analysis_windows, decode, encode_opus
 from genre_core.data import PROJECT_ROOT
-from genre_core.featurizers import Featurizer, featurizer_for
+from genre_core.errors import GenreError
+from genre_core.featurizers import Featurizer, featurizer_for, featurizer_id
 from genre_core.model import GenreModel
 from genre_core.result import Prediction, WindowPrediction, display_name
 from genre_core.settings import SAMPLE_RATE, Limits
@@ -96,6 +98,7 @@ class Classifier:
             "thresholds": meta.get("thresholds", {}),
             "path": str(self.model_dir) if self.model_dir else None,
             "detector": self.detector is not None,
+            "genres": list(self.model.genres),
         }
 
     def warm_up(self) -> None:
@@ -172,7 +175,22 @@ class Classifier:
             model_family=self.model.family,
             model_version=str(self.model.metadata_.get("version", "")),
             also=also,
+            features=_npy(X),
+            featurizer=featurizer_id(self.featurizer),
+            **self._kept_audio([w for _, w in windows], audio.sr),
         )
+
+    def _kept_audio(self, windows: list[np.ndarray], sr: int) -> dict[str, Any]:
+        """The analysed windows, up to ``limits.keep_audio_s``, as Ogg/Opus (or nothing: the
+        answer never waits on, or fails for, what is kept for later)."""
+        keep = int(self.limits.keep_audio_s * sr)
+        if keep <= 0:
+            return {}
+        samples = np.concatenate(windows)[:keep]
+        try:
+            return {"audio": encode_opus(samples, sr, self.limits), "audio_s": len(samples) / sr}
+        except GenreError:
+            return {}
 
 
     def _featurize(
@@ -216,6 +234,12 @@ def describe(
     if also:
         return f"Sounds like {first}, with {display_name(also, capital=False)}."
     return f"Sounds like {first}."
+
+
+def _npy(X: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(X, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _as_dict(genres: list[str], probs: np.ndarray) -> dict[str, float]:

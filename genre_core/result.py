@@ -56,6 +56,13 @@ class Prediction:
     model_family: str = ""
     model_version: str = ""
     also: str | None = None
+    # What lets the clip be learned from later (kept by the label store, never shown): the
+    # windows' feature rows (``numpy.save`` bytes), which featurizer made them, and the analysed
+    # audio as Ogg/Opus (``Limits.keep_audio_s``; ``None`` when not kept).
+    features: bytes | None = field(default=None, repr=False, compare=False)
+    featurizer: str = ""
+    audio: bytes | None = field(default=None, repr=False, compare=False)
+    audio_s: float = 0.0
 
     @property
     def ranked(self) -> list[tuple[str, float]]:
@@ -64,5 +71,7 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        for private in ("features", "featurizer", "audio", "audio_s"):
+            del data[private]
         data["tags"] = [{"tag": t, "probability": p} for t, p in self.tags]
         return data

@@ -23,3 +23,6 @@ class Limits:
     max_windows: int = 6
     #: Wall-clock limit for one ffmpeg run, in seconds.
     decode_timeout_s: float = 30.0
+    #: Seconds of the analysed windows kept (as Ogg/Opus) with each answer so that it can be
+    #: analysed again for training; 0 keeps none.
+    keep_audio_s: float = 0.0
