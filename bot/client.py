@@ -29,12 +29,13 @@ from genre_core.jobs import (
     default_workers,
 )
 from genre_core.registry import ModelRegistry
+from genre_core.store.labels import LabelStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXTENSIONS = ("bot.cogs.classify", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.classify", "bot.cogs.admin", "bot.cogs.labels")
 
 #: Builds and starts the job runner for a model directory, without waiting for its workers: they
 #: load while the bot connects (see ``ClassifyJobs.start``).
@@ -114,6 +115,7 @@ async def deliver_reply(
     content: str | None = None,
     *,
     embeds: list[discord.Embed] | None = None,
+    view: discord.ui.View | None = None,
 ) -> discord.Message:
     """Reply to ``message`` in its channel through :func:`deliver`.
 
@@ -126,9 +128,36 @@ async def deliver_reply(
     nonce = secrets.token_hex(12)  # 24 characters; Discord takes at most 25
     return await deliver(
         lambda: message.channel.send(
-            content, embeds=embeds, reference=reference, mention_author=False, nonce=nonce
+            content, embeds=embeds, reference=reference, mention_author=False, nonce=nonce,
+            **({"view": view} if view is not None else {}),
         )
     )
+
+
+#: How long a label-store write waits for another program's lock before it is refused.
+LABELS_BUSY_TIMEOUT_S = 1.5
+
+
+async def open_label_store(settings: BotSettings) -> LabelStore | None:
+    """The community label store, or ``None`` (logged) when it cannot be opened: the bot still
+    answers clips, without feedback controls, and says so to whoever asks for labels."""
+    try:
+        store = await LabelStore.open(
+            settings.label_database_url,
+            # A vote is answered within Discord's 3 s: a lock held longer is refused in words.
+            busy_timeout_s=LABELS_BUSY_TIMEOUT_S,
+            votes_to_accept=settings.votes_to_accept,
+            vote_rate=settings.vote_rate,
+            vote_window_s=settings.vote_window_s,
+            keep_days=settings.keep_days,
+        )
+        purged = await store.purge_expired()
+    except Exception:
+        log.exception("the label database could not be opened: votes and labels are off")
+        return None
+    if purged:
+        log.info("deleted %d clip(s) past GENRE_KEEP_DAYS that counted for nothing", purged)
+    return store
 
 
 def use_endpoints(api_base: str, gateway_url: str) -> tuple[str, yarl.URL]:
@@ -263,6 +292,7 @@ class GenreBot(commands.Bot):
         self.session: aiohttp.ClientSession
         self.url_session: aiohttp.ClientSession
         self.registry: ModelRegistry
+        self.labels: LabelStore | None = None
 
     async def setup_hook(self) -> None:
         # Runs after login and before the gateway connects: READY waits for this, but not for
@@ -278,6 +308,7 @@ class GenreBot(commands.Bot):
         log.info("loading and warming up the model in %s", model_dir)
         self.jobs = await self.jobs_factory(model_dir, self.settings)
         self._workers_ready = asyncio.create_task(self._report_workers_ready())
+        self.labels = await open_label_store(self.settings)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
@@ -325,4 +356,6 @@ class GenreBot(commands.Bot):
         jobs = getattr(self, "jobs", None)
         if jobs is not None:
             await jobs.close()
+        if self.labels is not None:
+            await self.labels.close()
         use_endpoints(self._previous_endpoints[0], str(self._previous_endpoints[1]))

@@ -89,7 +89,9 @@ def _elapsed(timings_ms: Mapping[str, float]) -> float:
 
 
 
-def prediction_embed(prediction: Prediction, filename: str | None = None) -> discord.Embed:
+def prediction_embed(
+    prediction: Prediction, filename: str | None = None, clip_id: int | None = None
+) -> discord.Embed:
     """The answer for one clip.
 
     Music: the genre and a confidence bar for every genre. Unsure: the candidates, then the bars.
@@ -101,6 +103,8 @@ def prediction_embed(prediction: Prediction, filename: str | None = None) -> dis
         The classifier's answer.
     filename : str, optional
         The clip's name, shown in the footer.
+    clip_id : int, optional
+        The label store's number for the clip (admins review and delete by it).
 
     Returns
     -------
@@ -145,6 +149,8 @@ def prediction_embed(prediction: Prediction, filename: str | None = None) -> dis
         f"Analysed {_length(prediction.analysed_s)} of {_length(prediction.duration_s)}",
         f"took {_elapsed(prediction.timings_ms) / 1000:.1f} s",
     ]
+    if clip_id is not None:
+        footer.append(f"clip #{clip_id}")
     if prediction.model_version:
         footer.append(f"model {prediction.model_version}")
     if filename:
@@ -200,6 +206,9 @@ def comparison_embed(
 ) -> discord.Embed:
     """A retrain's result: the candidate's honest metrics next to the serving model's.
 
+    When the retrain measured both models on the same held-out clips (``old_accuracy``), those
+    figures are compared, overall and per genre, with what the community's clips added.
+
     Parameters
     ----------
     new, current : mapping
@@ -213,8 +222,12 @@ def comparison_embed(
     -------
     discord.Embed
     """
+    same_clips = new.get("old_accuracy") is not None
+    if same_clips:
+        current = {k[len("old_"):]: v for k, v in new.items() if k.startswith("old_")}
     keys = [k for k in COMPARED if k in new or k in current]
-    keys += [k for k in new if k not in keys and isinstance(new[k], int | float)]
+    keys += [k for k in new if k not in keys and not k.startswith("old_")
+             and isinstance(new[k], int | float) and not isinstance(new[k], bool)]
     pad = max((len(k) for k in keys), default=0)
     rows = [f"{'':<{pad}}  {'new':>7}  {'current':>7}"]
     for key in keys:
@@ -228,18 +241,54 @@ def comparison_embed(
         description=clip(verdict, DESCRIPTION_MAX),
         colour=COLOUR_MUSIC if published else COLOUR_UNSURE,
     )
-    embed.add_field(name="Honest metrics", value=table, inline=False)
+    name = "Both models on the same held-out clips" if same_clips else "Honest metrics"
+    embed.add_field(name=name, value=table, inline=False)
+    if new.get("per_genre"):
+        embed.add_field(name="Per genre (held-out clips)", value=_per_genre(new["per_genre"]),
+                        inline=False)
+    if new.get("community"):
+        embed.add_field(name="From your servers", value=_community(new["community"]),
+                        inline=False)
     return fit(embed)
 
 
-def pack(embeds: list[discord.Embed]) -> list[list[discord.Embed]]:
-    """Group embeds into messages of at most 10 embeds and 6000 characters each."""
+def _per_genre(per_genre: Mapping[str, Mapping[str, Any]]) -> str:
+    names = {g: display_name(g) for g in per_genre}
+    pad = max(len(n) for n in names.values())
+    rows = [f"{'':<{pad}}  {'clips':>5}  {'before':>6}  {'after':>6}"]
+    for genre, entry in sorted(per_genre.items()):
+        before = _metric(entry["before"]) if "before" in entry else "new"
+        rows.append(f"{names[genre]:<{pad}}  {entry['n']:>5}  {before:>6}  "
+                    f"{_metric(entry.get('after', '-')):>6}")
+    return clip("```\n" + "\n".join(rows) + "\n```", FIELD_VALUE_MAX)
+
+
+def _community(community: Mapping[str, Any]) -> str:
+    lines = [f"{community.get('clips_used', 0)} community clip(s) trained on, "
+             f"{community.get('clips_held_out', 0)} held out to measure."]
+    if community.get("new_genres"):
+        lines.append("New genres: " + ", ".join(display_name(g) for g in community["new_genres"]))
+    for genre, need in (community.get("waiting") or {}).items():
+        lines.append(f"Not yet: {display_name(genre)} ({need})")
+    left_out = community.get("left_out") or {}
+    if left_out.get("not_music"):
+        lines.append(f"{left_out['not_music']} clip(s) marked not music (not used for genres)")
+    if left_out.get("unusable"):
+        lines.append(f"{left_out['unusable']} clip(s) with neither features nor audio kept")
+    return clip("\n".join(lines), FIELD_VALUE_MAX)
+
+
+def pack(
+    embeds: list[discord.Embed], per_message: int = MESSAGE_EMBEDS
+) -> list[list[discord.Embed]]:
+    """Group embeds into messages of at most ``per_message`` (10) embeds and 6000 characters
+    each."""
     messages: list[list[discord.Embed]] = []
     size = 0
     for embed in embeds:
         if (
             not messages
-            or len(messages[-1]) == MESSAGE_EMBEDS
+            or len(messages[-1]) == min(per_message, MESSAGE_EMBEDS)
             or size + len(embed) > MESSAGE_EMBED_CHARS
         ):
             messages.append([])

@@ -69,6 +69,18 @@ class BotSettings(BaseSettings):
         frozenset(), validation_alias=_env("GENRE_ADMIN_IDS")
     )
 
+    # The community label store (votes, corrections, admins' labels).
+    database_url: str = Field("", validation_alias=_env("GENRE_DATABASE_URL"))
+    votes_to_accept: int = Field(2, ge=1, validation_alias=_env("GENRE_VOTES_TO_ACCEPT"))
+    vote_rate: int = Field(20, ge=1, validation_alias=_env("GENRE_VOTE_RATE"))
+    vote_window_s: float = Field(600.0, gt=0, validation_alias=_env("GENRE_VOTE_WINDOW_S"))
+    keep_days: float = Field(90.0, gt=0, validation_alias=_env("GENRE_KEEP_DAYS"))
+    keep_audio_s: float = Field(30.0, ge=0, validation_alias=_env("GENRE_KEEP_AUDIO_S"))
+    new_genre_min_clips: int = Field(20, ge=1, validation_alias=_env("GENRE_NEW_GENRE_MIN_CLIPS"))
+    new_genre_min_uploaders: int = Field(
+        3, ge=1, validation_alias=_env("GENRE_NEW_GENRE_MIN_UPLOADERS")
+    )
+
     @field_validator("token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr) -> SecretStr:
@@ -93,7 +105,13 @@ class BotSettings(BaseSettings):
             max_bytes=self.max_bytes,
             max_input_duration_s=self.max_duration_s,
             decode_timeout_s=self.decode_timeout_s,
+            keep_audio_s=self.keep_audio_s,
         )
+
+    @property
+    def label_database_url(self) -> str:
+        """``GENRE_DATABASE_URL``, or a SQLite file in the state folder."""
+        return self.database_url or f"sqlite+aiosqlite:///{Path(self.state_dir) / 'labels.db'}"
 
 
 def load_settings() -> BotSettings:

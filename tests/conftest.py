@@ -101,6 +101,7 @@ def make_stub_artifact(directory: Path, version: str, accuracy: float) -> Path:
             {
                 "version": version,
                 "family": "stub",
+                "genres": list(GENRES),
                 "trained_at": "2025-01-01T00:00:00+00:00",
                 "metrics": {"accuracy": accuracy, "macro_f1": accuracy - 0.01},
             }
@@ -205,7 +206,8 @@ def load_hanging_stub(model_dir: Path, limits: Limits) -> StubClassifier:
 
 
 def stub_retrain(
-    data_dir: Path, out_dir: Path, *, seed: int = 0, progress: Callable[[str], None] | None = None
+    data_dir: Path, out_dir: Path, *, seed: int = 0,
+    progress: Callable[[str], None] | None = None, **_community: Any,
 ) -> dict[str, Any]:
     """Stand-in for ``genre_core.training.retrain``: writes a stub artifact.
 
@@ -228,6 +230,25 @@ def stub_retrain(
     if config.get("corrupt"):
         (Path(out_dir) / "model.keras").write_bytes(STUB_WEIGHTS[:5])
     return {"accuracy": accuracy, "macro_f1": accuracy - 0.01}
+
+
+def small_shared_retrain(data_dir: Path, out_dir: Path, **options: Any) -> dict[str, Any]:
+    """The real ``/retrain`` on a handful of shared tracks: a genre with 5 counts (the shipped
+    rule asks for 20, which no quick test can embed)."""
+    from genre_core.training import retrain
+
+    return retrain(data_dir, out_dir, shared_min_clips=5, **options)
+
+
+async def thread_real_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
+    """The real classifier (shipped network, LiteRT) in one thread."""
+    from genre_core.jobs import load_classifier
+
+    return await ThreadJobs.create(
+        model_dir, loader=load_classifier, workers=1, max_pending=2 + settings.queue_size,
+        limits=settings.limits, job_timeout_s=settings.job_timeout_s,
+        fallback_dir=settings.model_dir,
+    )
 
 
 async def thread_stub_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:

@@ -24,6 +24,7 @@ from bot.embeds import comparison_embed, model_embed
 from bot.settings import BotSettings
 from genre_core.errors import GenreError
 from genre_core.jobs import retrain_in_subprocess
+from genre_core.store.labels import write_examples
 
 if TYPE_CHECKING:
     from bot.client import GenreBot
@@ -182,6 +183,22 @@ class Admin(commands.Cog):
         finally:
             # Published versions were copied into the registry; the candidate is not needed.
             await asyncio.to_thread(shutil.rmtree, out_dir, True)
+            community = out_dir.with_name(out_dir.name + "-community")
+            await asyncio.to_thread(shutil.rmtree, community, True)
+
+    async def _community_options(self, directory: Path) -> dict[str, Any]:
+        """What the training process needs to learn the community's clips: the clips that
+        count, written to ``directory``, the serving model to compare with, and the settings
+        for new genres. Without a label store, the shared data alone."""
+        bot = self.bot
+        options: dict[str, Any] = {
+            "current_dir": await self._registry(bot.registry.current_dir),
+            "min_clips": bot.settings.new_genre_min_clips,
+            "min_uploaders": bot.settings.new_genre_min_uploaders,
+        }
+        examples = await bot.labels.training_examples() if bot.labels is not None else []
+        await asyncio.to_thread(write_examples, directory, examples)
+        return options | {"community_dir": directory}
 
     async def _train_and_publish(
         self, out_dir: Path, current_metrics: dict[str, Any], force: bool, progress: Progress
@@ -194,6 +211,7 @@ class Admin(commands.Cog):
             progress=progress.update,
             target=bot.retrain_target,
             compare=bot.compare_target,
+            options=await self._community_options(out_dir.with_name(out_dir.name + "-community")),
         )
         log.info("retrain finished: %s (current %s)", outcome.metrics, current_metrics)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from discord.ext import commands
 from bot.client import deliver, deliver_reply
 from bot.download import fetch_attachment, fetch_url, too_large
 from bot.embeds import error_embed, pack, prediction_embed
+from bot.feedback import feedback_view, remember
 from bot.limits import CooldownError, UserBusyError, UserLimiter
 from genre_core.errors import GenreError
 from genre_core.result import Prediction
@@ -78,6 +80,18 @@ NOT_AUDIO_TYPES = {
 }
 
 
+#: Answers per message: each stored clip gets one row of controls, and a message has five rows.
+CLIPS_PER_MESSAGE = 5
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A clip's prediction, and its number in the label store (``None``: not stored)."""
+
+    prediction: Prediction
+    clip_id: int | None
+
+
 class UsageError(GenreError):
     """The command was used in a way it cannot answer (no file, two inputs...)."""
 
@@ -125,6 +139,17 @@ def not_audio(attachment: discord.Attachment) -> str | None:
     return {"image": "an image", "text": "a text file", "font": "a font"}.get(family)
 
 
+def check_input(file: discord.Attachment | None, url: str | None) -> None:
+    """Refuse anything but exactly one attachment that may be audio, or one link."""
+    if (file is None) == (url is None):
+        raise UsageError("Attach one audio file or give one link (not both).")
+    if file is not None and (kind := not_audio(file)):
+        raise UsageError(
+            f"`{file.filename}` is {kind}, not audio. Attach an audio file: mp3, wav, ogg, "
+            "flac, m4a..."
+        )
+
+
 class Classify(commands.Cog):
     """Name the genre of audio files and links."""
 
@@ -143,24 +168,57 @@ class Classify(commands.Cog):
 
     # --- shared steps ---------------------------------------------------------------------------
 
-    async def analyse(self, attachment: discord.Attachment) -> Prediction:
-        """Download one attachment (size-capped) and classify it; raises ``GenreError``."""
+    async def download(self, attachment: discord.Attachment) -> bytes:
+        """An attachment's bytes, size-capped; raises ``GenreError``."""
         settings = self.bot.settings
         if attachment.size > settings.max_bytes:  # refuse before downloading a byte
             raise too_large(attachment.size, settings.max_bytes, attachment.filename)
-        data = await fetch_attachment(
+        return await fetch_attachment(
             self.bot.session,
             attachment.url,
             max_bytes=settings.max_bytes,
             timeout_s=settings.download_timeout_s,
             name=attachment.filename,
         )
-        return await self.bot.jobs.classify(data, attachment.filename)
 
-    async def outcome(self, attachment: discord.Attachment) -> Prediction | GenreError:
-        """:meth:`analyse`, with any failure turned into an answer instead of an exception."""
+    async def fetch(
+        self, file: discord.Attachment | None, url: str | None
+    ) -> tuple[bytes, str | None]:
+        """The bytes and name of one attachment or one link (exactly one of them)."""
+        check_input(file, url)
+        if file is not None:
+            return await self.download(file), file.filename
+        settings = self.bot.settings
+        download = await fetch_url(
+            self.bot.url_session,
+            url or "",
+            max_bytes=settings.max_bytes,
+            max_redirects=settings.max_redirects,
+            allow_private=settings.allow_private_urls,
+        )
+        return download.data, download.filename
+
+    async def answer(self, data: bytes, name: str | None, *, source: str, uploader_id: int,
+                     guild_id: int | None, channel_id: int | None) -> Answer:
+        """Classify, and keep the clip so that people can correct the answer."""
+        prediction = await self.bot.jobs.classify(data, name)
+        clip_id = await remember(
+            self.bot, prediction, data, filename=name or "clip", source=source,
+            uploader_id=uploader_id, guild_id=guild_id, channel_id=channel_id,
+        )
+        return Answer(prediction, clip_id)
+
+    async def outcome(
+        self, attachment: discord.Attachment, *, source: str, uploader_id: int,
+        guild_id: int | None, channel_id: int | None,
+    ) -> Answer | GenreError:
+        """Download and answer one attachment, any failure turned into an answer instead of an
+        exception."""
         try:
-            return await self.analyse(attachment)
+            data = await self.download(attachment)
+            return await self.answer(data, attachment.filename, source=source,
+                                     uploader_id=uploader_id, guild_id=guild_id,
+                                     channel_id=channel_id)
         except GenreError as exc:
             return exc
         except Exception:
@@ -169,17 +227,27 @@ class Classify(commands.Cog):
                 "Something went wrong on my side while analysing this clip. Please try again."
             )
 
-    @staticmethod
-    def embeds(
-        attachments: list[discord.Attachment], outcomes: list[Prediction | GenreError]
-    ) -> list[discord.Embed]:
-        """One embed per attachment, in order: its answer, or why it could not be analysed."""
-        return [
+    def replies(
+        self, attachments: list[discord.Attachment], outcomes: list[Answer | GenreError]
+    ) -> list[tuple[list[discord.Embed], discord.ui.View | None]]:
+        """Messages answering ``attachments`` in order: embeds (an answer, or why a clip could
+        not be analysed) and the "Right" / "Wrong…" rows of their stored clips. At most
+        :data:`CLIPS_PER_MESSAGE` answers a message: one row of controls each."""
+        embeds = [
             error_embed(str(o), a.filename)
             if isinstance(o, GenreError)
-            else prediction_embed(o, a.filename)
+            else prediction_embed(o.prediction, a.filename, o.clip_id)
             for a, o in zip(attachments, outcomes, strict=True)
         ]
+        clip_ids = [None if isinstance(o, GenreError) else o.clip_id for o in outcomes]
+        out = []
+        start = 0
+        for group in pack(embeds, per_message=CLIPS_PER_MESSAGE):
+            ids = clip_ids[start : start + len(group)]
+            start += len(group)
+            store = self.bot.labels
+            out.append((group, feedback_view(store, ids) if store is not None else None))
+        return out
 
     # --- a file dropped in a channel ------------------------------------------------------------
 
@@ -200,10 +268,14 @@ class Classify(commands.Cog):
         self, message: discord.Message, audio: list[discord.Attachment]
     ) -> None:
         reacted = await self._react(message)
+        where = {"uploader_id": message.author.id, "guild_id": message.guild and message.guild.id,
+                 "channel_id": message.channel.id}
         try:
-            outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
-            for group in pack(self.embeds(audio, outcomes)):
-                await deliver_reply(message, embeds=group)
+            outcomes = await asyncio.gather(
+                *(self.outcome(a, source="drop", **where) for a in audio)
+            )
+            for embeds, view in self.replies(audio, outcomes):
+                await deliver_reply(message, embeds=embeds, view=view)
         finally:
             if reacted:
                 with contextlib.suppress(discord.HTTPException, aiohttp.ClientError, OSError):
@@ -228,31 +300,18 @@ class Classify(commands.Cog):
         file: discord.Attachment | None = None,
         url: str | None = None,
     ) -> None:
-        if (file is None) == (url is None):
-            raise UsageError("Attach one audio file or give one link (not both).")
-        if file is not None and (kind := not_audio(file)):
-            raise UsageError(
-                f"`{file.filename}` is {kind}, not audio. Attach an audio file: mp3, wav, ogg, "
-                "flac, m4a..."
-            )
+        check_input(file, url)  # before deferring: a usage error is answered privately
         with self.bot.inflight, self.limiter.admit(interaction.user.id):
             await interaction.response.defer(thinking=True)
-            if file is not None:
-                name: str | None = file.filename
-                prediction = await self.analyse(file)
-            else:
-                settings = self.bot.settings
-                download = await fetch_url(
-                    self.bot.url_session,
-                    url or "",
-                    max_bytes=settings.max_bytes,
-                    max_redirects=settings.max_redirects,
-                    allow_private=settings.allow_private_urls,
-                )
-                name = download.filename
-                prediction = await self.bot.jobs.classify(download.data, name)
-            embed = prediction_embed(prediction, name)
-            await deliver(lambda: interaction.followup.send(embed=embed))
+            data, name = await self.fetch(file, url)
+            answer = await self.answer(
+                data, name, source="slash", uploader_id=interaction.user.id,
+                guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+            )
+            embed = prediction_embed(answer.prediction, name, answer.clip_id)
+            store = self.bot.labels
+            view = feedback_view(store, [answer.clip_id]) if store is not None else None
+            await deliver(lambda: interaction.followup.send(embed=embed, **_view_kw(view)))
 
     # --- Apps menu: "Classify genre" -----------------------------------------------------------
 
@@ -264,11 +323,24 @@ class Classify(commands.Cog):
             raise UsageError("That message has no audio attachments.")
         with self.bot.inflight, self.limiter.admit(interaction.user.id):
             await interaction.response.defer(thinking=True)
-            outcomes = await asyncio.gather(*(self.outcome(a) for a in audio))
+            where = {"uploader_id": message.author.id, "guild_id": interaction.guild_id,
+                     "channel_id": message.channel.id}
+            outcomes = await asyncio.gather(
+                *(self.outcome(a, source="menu", **where) for a in audio)
+            )
             if all(isinstance(o, GenreError) for o in outcomes) and len(outcomes) == 1:
                 raise outcomes[0]  # type: ignore[misc]  # one failure: answered ephemerally
-            for group in pack(self.embeds(audio, outcomes)):
-                await deliver(lambda group=group: interaction.followup.send(embeds=group))
+            for embeds, view in self.replies(audio, outcomes):
+                await deliver(
+                    lambda embeds=embeds, view=view: interaction.followup.send(
+                        embeds=embeds, **_view_kw(view)
+                    )
+                )
+
+
+def _view_kw(view: discord.ui.View | None) -> dict[str, discord.ui.View]:
+    # discord.py's send() takes a view or nothing (``view=None`` is refused by followups).
+    return {"view": view} if view is not None else {}
 
 
 async def setup(bot: GenreBot) -> None:
