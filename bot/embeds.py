@@ -226,8 +226,9 @@ def comparison_embed(
     if same_clips:
         current = {k[len("old_"):]: v for k, v in new.items() if k.startswith("old_")}
     keys = [k for k in COMPARED if k in new or k in current]
-    keys += [k for k in new if k not in keys and not k.startswith("old_")
-             and isinstance(new[k], int | float) and not isinstance(new[k], bool)]
+    keys += [k for k in new if k not in keys and not k.startswith(("old_", "n_"))
+             and k != "seconds" and isinstance(new[k], int | float)
+             and not isinstance(new[k], bool)]
     pad = max((len(k) for k in keys), default=0)
     rows = [f"{'':<{pad}}  {'new':>7}  {'current':>7}"]
     for key in keys:

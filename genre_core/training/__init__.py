@@ -178,10 +178,15 @@ def train(
 
 def retrain(
     data_dir: Path, out_dir: Path, *, seed: int = 0, progress: Progress | None = None,
-    epochs: int | None = None, family: str | None = None,
+    epochs: int | None = None, family: str | None = None, community_dir: Path | None = None,
+    current_dir: Path | None = None, **community: Any,
 ) -> dict[str, Any]:
     """What ``/retrain`` runs: a full training of ``family`` (default: the shipped model's) into
     ``out_dir``, calibration and "unsure" thresholds included.
+
+    With ``community_dir`` and ``current_dir`` (the bot's ``/retrain``), the learned family
+    learns the community's clips too and both models are measured on the same held-out clips
+    (:func:`genre_core.training.community.retrain`; ``community`` holds its thresholds).
 
     Returns the stored metrics plus flat figures for a report: the headline ``accuracy`` and
     ``macro_f1`` of the family's protocol, its ``ece`` (with ``ece_floor``, what a perfectly
@@ -189,6 +194,11 @@ def retrain(
     the learned family the table family's accuracy on the same clips.
     """
     family = family or shipped_family()
+    if family == "musicnn" and community_dir is not None and current_dir is not None:
+        from genre_core.training import community as learn
+
+        return learn.retrain(data_dir, out_dir, community_dir=community_dir,
+                             current_dir=current_dir, seed=seed, progress=progress, **community)
     if family == "musicnn":
         from genre_core import crosscollection
 
@@ -216,5 +226,9 @@ def shipped_family() -> str:
 
 
 def is_not_worse(new: dict[str, Any], old: dict[str, Any], tolerance: float = 0.0) -> bool:
-    """Whether a candidate's honest track-level accuracy is at least the current model's."""
+    """Whether a candidate is at least as accurate as the current model: on the same held-out
+    clips when the retrain measured both (``old_accuracy``), else by their stored honest
+    accuracy."""
+    if new.get("old_accuracy") is not None:
+        return float(new["accuracy"]) >= float(new["old_accuracy"]) - tolerance
     return float(new.get("accuracy", 0.0)) >= float(old.get("accuracy", 0.0)) - tolerance
