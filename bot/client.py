@@ -151,12 +151,9 @@ async def open_label_store(settings: BotSettings) -> LabelStore | None:
             vote_window_s=settings.vote_window_s,
             keep_days=settings.keep_days,
         )
-        purged = await store.purge_expired()
     except Exception:
         log.exception("the label database could not be opened: votes and labels are off")
         return None
-    if purged:
-        log.info("deleted %d clip(s) past GENRE_KEEP_DAYS that counted for nothing", purged)
     return store
 
 

@@ -349,6 +349,14 @@ async def test_expired_clips_and_a_replaced_database_are_answered_in_words(
     await asyncio.sleep(2.5)
     late = await fake.click_button(user, reply, controls(reply)["Right"])
     assert "has expired" in await answer_text(fake, late)
+    # Restarted, the bot deletes it (and daily after that): it counted for nothing.
+    await bot.close()
+    bot = await start_bot(keep_days=2 / 86400)
+    for _ in range(100):
+        if await bot.labels.get_clip(clip_number(reply)) is None:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.1)
+    assert await bot.labels.get_clip(clip_number(reply)) is None  # type: ignore[union-attr]
 
     # The database was deleted and made anew: the old buttons' signatures are not its own.
     fresh = await drop(fake, user, mp3_clip)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from bot.client import answer_ephemerally
 from bot.cogs.admin import admin_only
@@ -51,9 +51,24 @@ class Labels(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.purge_expired.start()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*DYNAMIC_ITEMS)
+        self.purge_expired.cancel()
+
+    @tasks.loop(hours=24)
+    async def purge_expired(self) -> None:
+        """Delete clips past ``GENRE_KEEP_DAYS`` that count for nothing: at start, then daily."""
+        if self.bot.labels is None:
+            return
+        try:
+            purged = await self.bot.labels.purge_expired()
+        except GenreError:
+            log.warning("could not delete expired clips; trying again tomorrow", exc_info=True)
+            return
+        if purged:
+            log.info("deleted %d clip(s) past GENRE_KEEP_DAYS that counted for nothing", purged)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
