@@ -20,6 +20,7 @@ from discord.gateway import DiscordWebSocket
 
 from bot.download import url_session
 from bot.settings import BotSettings
+from genre_core import metrics
 from genre_core.errors import GenreError
 from genre_core.jobs import (
     ClassifyJobs,
@@ -245,6 +246,25 @@ class GenreTree(app_commands.CommandTree):
         await answer_ephemerally(interaction, error_message(error))
 
 
+async def default_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
+    """The in-process pool, or the fleet's Celery workers when ``GENRE_QUEUE_URL`` is set: the
+    one setting that switches, the bot does not change."""
+    if not settings.queue_url:
+        return await process_jobs(model_dir, settings)
+    from genre_core.queue.jobs import CeleryJobs
+
+    jobs = CeleryJobs(
+        model_dir,
+        queue_url=settings.queue_url,
+        limits=settings.limits,
+        max_pending=settings.queue_size,
+        job_timeout_s=settings.job_timeout_s,
+        fallback_dir=settings.model_dir,
+    )
+    await jobs.start()
+    return jobs
+
+
 class GenreBot(commands.Bot):
     """genre-bot: connects at once while its workers load the model, then serves the cogs.
 
@@ -262,7 +282,7 @@ class GenreBot(commands.Bot):
         self,
         settings: BotSettings,
         *,
-        jobs_factory: JobsFactory = process_jobs,
+        jobs_factory: JobsFactory = default_jobs,
         retrain_target: RetrainTarget = "genre_core.training:retrain",
         compare_target: CompareTarget = "genre_core.training:is_not_worse",
     ) -> None:
@@ -294,6 +314,7 @@ class GenreBot(commands.Bot):
     async def setup_hook(self) -> None:
         # Runs after login and before the gateway connects: READY waits for this, but not for
         # the workers, which load the model meanwhile (clips that come first wait for them).
+        metrics.serve(self.settings.metrics_port)
         timeout = aiohttp.ClientTimeout(total=self.settings.download_timeout_s)
         self.session = aiohttp.ClientSession(timeout=timeout)
         self.url_session = url_session(

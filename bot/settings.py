@@ -81,6 +81,14 @@ class BotSettings(BaseSettings):
         3, ge=1, validation_alias=_env("GENRE_NEW_GENRE_MIN_UPLOADERS")
     )
 
+    # A fleet: analysis on Celery workers over Redis, shards split between processes, metrics.
+    queue_url: str = Field("", validation_alias=_env("GENRE_QUEUE_URL"))
+    shard_ids: Annotated[frozenset[int], NoDecode] | None = Field(
+        None, validation_alias=_env("GENRE_SHARD_IDS")
+    )
+    shard_count: int | None = Field(None, ge=1, validation_alias=_env("GENRE_SHARD_COUNT"))
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias=_env("GENRE_METRICS_PORT"))
+
     @field_validator("token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr) -> SecretStr:
@@ -88,7 +96,7 @@ class BotSettings(BaseSettings):
             raise ValueError("DISCORD_TOKEN is empty")
         return value
 
-    @field_validator("admin_ids", mode="before")
+    @field_validator("admin_ids", "shard_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         # "123,456", "123 456" or a JSON list.

@@ -42,6 +42,10 @@ ENV_NAMES = (
     "GENRE_KEEP_AUDIO_S",
     "GENRE_NEW_GENRE_MIN_CLIPS",
     "GENRE_NEW_GENRE_MIN_UPLOADERS",
+    "GENRE_QUEUE_URL",
+    "GENRE_SHARD_IDS",
+    "GENRE_SHARD_COUNT",
+    "GENRE_METRICS_PORT",
 )
 ROOT = Path(__file__).resolve().parents[1]
 
