@@ -189,8 +189,8 @@ def retrain(data_dir: Path, out_dir: Path, *, community_dir: Path, current_dir: 
     thresholds = dict(current.metadata_.get("thresholds", {}))
     calibration = {
         "temperature": round(model.temperature_, 4),
-        "fitted_on": f"{FOLDS}-fold cross-fitted predictions of the training clips (shared "
-                     "folds grouped by artist, community folds by upload)",
+        "fitted_on": "cross-fitted predictions of the training clips, leaving one collection "
+                     "out at a time (the community's clips are one)",
         "ece_after": metrics.get("ece"),
     }
     model.save(out_dir, metadata={
@@ -237,38 +237,58 @@ def cross_fitted_temperature(material: Any, shared: np.ndarray,
                              clips: Sequence[CommunityClip], classes: Sequence[str],
                              seed: int = 0, folds: int = FOLDS) -> float:
     """The temperature that calibrates predictions each made by a head that did not train on
-    that clip: shared recordings in folds grouped by artist, community uploads in folds of
-    their own. The class list changes with the community's genres, so it is fitted anew."""
+    that clip. As for the shipped model, folds are whole collections (the community's clips
+    are one of their own), so that it holds on music from elsewhere; where that leaves nothing
+    to measure (a single collection), folds are artists (community: uploads). The class list
+    changes with the community's genres, so the temperature is fitted anew."""
     from sklearn.model_selection import GroupKFold
 
-    from genre_core import crosscollection
     from genre_core.evaluation import fit_temperature
 
     labelled = np.array([i for i in shared if material.recordings[i].genres], dtype=int)
-    groups = [material.recordings[i].group for i in labelled]
-    splits = GroupKFold(n_splits=min(folds, len(set(groups)))).split(labelled, groups=groups)
+    everyone = np.arange(len(clips))
+    by_collection = [(labelled[[material.recordings[i].collection == c for i in labelled]],
+                      np.array([], dtype=int)) for c in corpora.COLLECTIONS]
+    by_collection.append((np.array([], dtype=int), everyone))
+    logits, masks = _cross_fitted(material, shared, clips, classes, seed, by_collection)
+    if not len(masks):
+        groups = [material.recordings[i].group for i in labelled]
+        splits = GroupKFold(n_splits=min(folds, len(set(groups)))).split(labelled, groups=groups)
+        by_artist = [(labelled[test], everyone[everyone % folds == k])
+                     for k, (_, test) in enumerate(splits)]
+        logits, masks = _cross_fitted(material, shared, clips, classes, seed, by_artist)
+    return fit_temperature(logits, masks) if len(masks) else 1.0
+
+
+def _cross_fitted(material: Any, shared: np.ndarray, clips: Sequence[CommunityClip],
+                  classes: Sequence[str], seed: int,
+                  folds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and masks of each fold's test recordings and community clips, from a head trained
+    on everything else; only those the head could answer (one whose genres it never saw says
+    nothing of how sure the final head, which sees every genre, should be)."""
+    from genre_core import crosscollection
+
     all_masks = material.masks(classes)
-    logits, masks = [], []
-    for k, (train, test) in enumerate(splits):
-        test_clips = [c for i, c in enumerate(clips) if i % folds == k]
-        train_clips = [c for i, c in enumerate(clips) if i % folds != k]
-        head = _fit(material, np.setdiff1d(shared, labelled[test]), train_clips, classes, seed)
-        fold_logits = [crosscollection.logits_in(head, material, labelled[test], classes)]
-        fold_masks = [all_masks[np.sort(labelled[test])]]
-        for clip in test_clips:  # a clip's logits: the mean over its windows
-            fold_logits.append(head.logits(clip.rows).mean(axis=0, keepdims=True))
-            fold_masks.append(np.array([[g in clip.genres for g in classes]]))
-        # Only clips the fold's head could answer: one whose genres it never saw says nothing
-        # of how sure the final head, which sees every genre, should be.
-        trained = all_masks[labelled[train]].any(axis=0) | _rows(
-            train_clips, classes, material.X.shape[1])[1].any(axis=0)
-        fold_mask = np.concatenate(fold_masks)
+    logits, masks = [np.zeros((0, len(classes)))], [np.zeros((0, len(classes)), dtype=bool)]
+    for test_shared, test_clips in folds:
+        if not len(test_shared) and not len(test_clips):
+            continue
+        train = np.setdiff1d(shared, test_shared)
+        train_clips = [c for i, c in enumerate(clips) if i not in set(test_clips)]
+        trained = (all_masks[train].any(axis=0)
+                   | _rows(train_clips, classes, material.X.shape[1])[1].any(axis=0))
+        head = _fit(material, train, train_clips, classes, seed)
+        fold_logits = [crosscollection.logits_in(head, material, test_shared, classes)
+                       if len(test_shared) else np.zeros((0, len(classes)))]
+        fold_masks = [all_masks[np.sort(test_shared)]]
+        for i in test_clips:  # a clip's logits: the mean over its windows
+            fold_logits.append(head.logits(clips[i].rows).mean(axis=0, keepdims=True))
+            fold_masks.append(np.array([[g in clips[i].genres for g in classes]]))
+        fold_mask = np.concatenate(fold_masks).astype(bool)
         answerable = (fold_mask & trained).any(axis=1)
         logits.append(np.concatenate(fold_logits)[answerable])
         masks.append(fold_mask[answerable])
-    if not sum(len(m) for m in masks):
-        return 1.0
-    return fit_temperature(np.concatenate(logits), np.concatenate(masks))
+    return np.concatenate(logits), np.concatenate(masks)
 
 
 def _spread(model: Any, probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
