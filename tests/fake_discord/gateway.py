@@ -10,6 +10,12 @@ Protocol notes (https://discord.com/developers/docs/events/gateway):
   MESSAGE_CONTENT intent, except for DMs, messages that mention the bot and the bot's own.
 * Every dispatch of a session is kept with its sequence number, so a RESUME after a drop
   replays exactly the events the client missed and then sends RESUMED.
+* Sharding: IDENTIFY's ``shard: [shard_id, num_shards]`` opens one session per shard (none
+  sent = ``[0, 1]``); READY echoes it and lists, like the GUILD_CREATEs after it, only the
+  guilds with ``(guild_id >> 22) % num_shards == shard_id``. Guild events go only to the
+  session(s) owning the guild, DMs only to shard 0. An invalid shard closes with 4010, a shard
+  holding more than ``FakeDiscord.max_guilds_per_shard`` guilds with 4011 (Sharding
+  required). Each shard resumes its own session.
 """
 
 from __future__ import annotations
@@ -127,23 +133,65 @@ class Connection:
                 await self.ws.send_str(frame)
 
 
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's formula: the shard that receives a guild's events (``(id >> 22) % count``).
+
+    Parameters
+    ----------
+    guild_id : int
+        The guild's snowflake.
+    shard_count : int
+        The ``num_shards`` the bot identified with.
+
+    Returns
+    -------
+    int
+        The shard id.
+    """
+    return (guild_id >> 22) % shard_count
+
+
 @dataclass(eq=False)
 class Session:
-    """A gateway session: survives connection drops, holds the dispatch history."""
+    """A gateway session: survives connection drops, holds the dispatch history.
+
+    ``shard`` is the ``[shard_id, num_shards]`` of its IDENTIFY (``(0, 1)`` when it sent none,
+    as Discord assumes); ``sharded`` says whether it sent one (READY then echoes it).
+    """
 
     session_id: str
     intents: int
+    shard: tuple[int, int] = (0, 1)
+    sharded: bool = False
     seq: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
     connection: Connection | None = None
 
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this session receives the events of ``guild_id`` (``None``: a DM or other
+        guild-less event, which Discord sends to shard 0 only)."""
+        shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, count) == shard_id
+
+    @property
+    def live(self) -> bool:
+        """Whether a connection currently carries this session."""
+        return self.connection is not None and not self.connection.closed
+
 
 class Gateway:
-    """Server side of the gateway for :class:`~fake_discord.FakeDiscord`."""
+    """Server side of the gateway for :class:`~fake_discord.FakeDiscord`.
+
+    Holds one session per shard the bot identified (``sessions``, keyed by
+    ``(shard_id, num_shards)``): an unsharded bot has one, ``(0, 1)``. Each guild event goes to
+    the session(s) owning the guild by :func:`shard_of`; DMs go to shard 0.
+    """
 
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
-        self.session: Session | None = None
+        self.sessions: dict[tuple[int, int], Session] = {}
         self.connections: list[dict[str, Any]] = []
         self._live: set[Connection] = set()
         # Serialises dispatch against RESUME replay so no event is lost or duplicated.
@@ -152,10 +200,34 @@ class Gateway:
     # -- public helpers -------------------------------------------------------------------
 
     @property
+    def session(self) -> Session | None:
+        """The most recently identified session (the only one of an unsharded bot)."""
+        return next(reversed(self.sessions.values()), None)
+
+    def session_of(self, shard_id: int) -> Session:
+        """The current session of shard ``shard_id`` (the latest one identified with it).
+
+        Raises
+        ------
+        LookupError
+            If no session identified with that shard id.
+        """
+        matches = [s for s in self.sessions.values() if s.shard[0] == shard_id]
+        if not matches:
+            raise LookupError(f"no session identified as shard {shard_id}")
+        return matches[-1]
+
+    @property
     def connected(self) -> bool:
-        """Whether the bot currently has an identified/resumed live connection."""
-        s = self.session
-        return s is not None and s.connection is not None and not s.connection.closed
+        """Whether the bot has sessions and every one of them a live connection."""
+        return bool(self.sessions) and all(s.live for s in self.sessions.values())
+
+    def shard_connected(self, shard_id: int) -> bool:
+        """Whether shard ``shard_id`` has an identified or resumed live connection."""
+        try:
+            return self.session_of(shard_id).live
+        except LookupError:
+            return False
 
     async def dispatch(
         self,
@@ -164,8 +236,10 @@ class Gateway:
         *,
         intent: int | None = None,
         strip_content: bool = False,
+        guild_id: int | None = None,
+        session: Session | None = None,
     ) -> None:
-        """Send a DISPATCH to the current session (buffered while disconnected).
+        """Send a DISPATCH to the sessions it belongs to (buffered while disconnected).
 
         Parameters
         ----------
@@ -177,10 +251,30 @@ class Gateway:
             Intent bit the session needs to receive it; None = always sent.
         strip_content : bool
             Whether the message content fields are subject to the MESSAGE_CONTENT intent.
+        guild_id : int or None
+            The guild the event belongs to: it goes to the shard owning that guild. None: a
+            DM or other guild-less event, for shard 0.
+        session : Session or None
+            Send to this session only (READY, GUILD_CREATE of its guilds, member chunks).
         """
-        session = self.session
-        if session is None:
-            return  # Discord does not queue events for an offline bot.
+        targets = (
+            [session]
+            if session is not None
+            else [s for s in self.sessions.values() if s.owns(guild_id)]
+        )
+        # Discord does not queue events for an offline bot: no session, no event.
+        for target in targets:
+            await self._dispatch_to(target, event, data, intent, strip_content)
+        self.fake._changed()
+
+    async def _dispatch_to(
+        self,
+        session: Session,
+        event: str,
+        data: dict[str, Any],
+        intent: int | None,
+        strip_content: bool,
+    ) -> None:
         if intent is not None and not session.intents & intent:
             return
         payload_data = json.loads(json.dumps(data))
@@ -192,7 +286,6 @@ class Gateway:
             payload = {"op": DISPATCH, "t": event, "s": session.seq, "d": payload_data}
             session.events.append(payload)
             await self._send_to_session(session, payload)
-        self.fake._changed()
 
     @staticmethod
     async def _send_to_session(session: Session, payload: dict[str, Any]) -> None:
@@ -206,20 +299,33 @@ class Gateway:
             if session.connection is conn:
                 session.connection = None
 
-    async def drop(self, code: int | None = None) -> None:
-        """Close the live connection abnormally; the session stays resumable.
+    def _target(self, shard_id: int | None) -> Session:
+        # The session a drop / opcode is meant for: the given shard's, or the only one.
+        if shard_id is not None:
+            return self.session_of(shard_id)
+        if len(self.sessions) > 1:
+            raise ValueError("the bot runs several shards: say which one (shard_id=...)")
+        session = self.session
+        if session is None:
+            raise RuntimeError("the bot is not connected to the fake gateway")
+        return session
+
+    async def drop(self, code: int | None = None, *, shard_id: int | None = None) -> None:
+        """Close a live connection abnormally; its session stays resumable.
 
         Parameters
         ----------
         code : int or None
             Close code to send (e.g. 4000); None aborts the TCP connection without a close
             frame, like a network failure.
+        shard_id : int or None
+            The shard whose connection drops; None for the only session.
         """
-        session = self.session
-        conn = session.connection if session else None
+        session = self._target(shard_id)
+        conn = session.connection
         if conn is None:
             raise RuntimeError("the bot is not connected to the fake gateway")
-        session.connection = None  # type: ignore[union-attr]
+        session.connection = None
         conn.closed = True
         if code is None:
             if conn.request.transport is not None:
@@ -229,11 +335,12 @@ class Gateway:
                 await conn.ws.close(code=code, message=b"dropped by FakeDiscord")
         self.fake._changed()
 
-    async def send_op(self, op: int, d: Any) -> None:
-        """Send a non-dispatch opcode (e.g. RECONNECT) on the live connection."""
-        if not self.connected:
+    async def send_op(self, op: int, d: Any, *, shard_id: int | None = None) -> None:
+        """Send a non-dispatch opcode (e.g. RECONNECT) on a live connection."""
+        session = self._target(shard_id)
+        if not session.live:
             raise RuntimeError("the bot is not connected to the fake gateway")
-        await self.session.connection.send({"op": op, "d": d, "s": None, "t": None})  # type: ignore[union-attr]
+        await session.connection.send({"op": op, "d": d, "s": None, "t": None})  # type: ignore[union-attr]
 
     async def close_all(self) -> None:
         """Close every live connection (server shutdown)."""
@@ -286,8 +393,9 @@ class Gateway:
         finally:
             conn.closed = True
             self._live.discard(conn)
-            if self.session is not None and self.session.connection is conn:
-                self.session.connection = None
+            session = conn.session
+            if session is not None and session.connection is conn:
+                session.connection = None
             self.fake._changed()
         return ws
 
@@ -318,6 +426,7 @@ class Gateway:
             return True
         if op == IDENTIFY:
             record["op"] = "IDENTIFY"
+            record["shard"] = (d or {}).get("shard")
             return await self._identify(conn, d or {})
         if op == RESUME:
             record["op"] = "RESUME"
@@ -333,6 +442,18 @@ class Gateway:
         await conn.ws.close(code=4001, message=b"Unknown opcode.")
         return False
 
+    @staticmethod
+    def _parse_shard(value: Any) -> tuple[int, int] | None:
+        # [shard_id, num_shards], two integers with 0 <= shard_id < num_shards; None if not.
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            and 0 <= value[0] < value[1]
+        ):
+            return value[0], value[1]
+        return None
+
     async def _identify(self, conn: Connection, d: dict[str, Any]) -> bool:
         fake = self.fake
         if conn.session is not None:
@@ -340,6 +461,16 @@ class Gateway:
             return False
         if d.get("token") != fake.token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return False
+        sharded = "shard" in d
+        shard = self._parse_shard(d["shard"]) if sharded else (0, 1)
+        if shard is None:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return False
+        # Discord requires sharding once a shard would hold more guilds than it allows.
+        guilds = [gid for gid in fake.guild_ids if shard_of(gid, shard[1]) == shard[0]]
+        if len(guilds) > fake.max_guilds_per_shard:
+            await conn.ws.close(code=4011, message=b"Sharding required.")
             return False
         intents = d.get("intents")
         if not isinstance(intents, int) or intents & ~VALID_INTENTS:
@@ -349,21 +480,38 @@ class Gateway:
         if intents & PRIVILEGED_INTENTS & ~fake.privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return False
-        session = Session(session_id=secrets.token_hex(16), intents=intents, connection=conn)
+        session = Session(
+            session_id=secrets.token_hex(16),
+            intents=intents,
+            shard=shard,
+            sharded=sharded,
+            connection=conn,
+        )
         conn.session = session
-        self.session = session
+        # A new IDENTIFY of the same shard starts over: the old session is gone (pop first,
+        # so that ``session`` names the latest).
+        self.sessions.pop(shard, None)
+        self.sessions[shard] = session
         fake._changed()
-        await self.dispatch("READY", fake._ready_payload(session.session_id))
-        await self.dispatch("GUILD_CREATE", fake._guild_create_payload(intents), intent=GUILDS)
+        ready = fake._ready_payload(session.session_id, guilds)
+        if sharded:
+            ready["shard"] = list(shard)  # echoed only when IDENTIFY sent one, as Discord does
+        await self.dispatch("READY", ready, session=session)
+        for gid in guilds:
+            await self.dispatch(
+                "GUILD_CREATE", fake._guild_create_payload(intents, gid),
+                intent=GUILDS, session=session,
+            )
         return True
 
     async def _resume(self, conn: Connection, d: dict[str, Any]) -> bool:
-        session = self.session
         seq = d.get("seq")
+        session = next(
+            (s for s in self.sessions.values() if s.session_id == d.get("session_id")), None
+        )
         valid = (
             session is not None
             and d.get("token") == self.fake.token
-            and d.get("session_id") == session.session_id
             and isinstance(seq, int)
             and seq <= session.seq
         )
@@ -371,7 +519,7 @@ class Gateway:
             # Not resumable: the client must start a new session with IDENTIFY.
             await conn.send({"op": INVALID_SESSION, "d": False, "s": None, "t": None})
             return True
-        assert session is not None
+        assert session is not None and isinstance(seq, int)
         async with self._dispatch_lock:
             old = session.connection
             if old is not None and old is not conn:
@@ -393,9 +541,17 @@ class Gateway:
 
     async def _members_chunk(self, conn: Connection, d: dict[str, Any]) -> None:
         fake = self.fake
-        members = [fake._member_payload(uid) for uid in fake._members]
+        session = conn.session
+        assert session is not None
+        try:
+            guild_id = int(d.get("guild_id", fake.guild_id))
+        except (TypeError, ValueError):
+            guild_id = fake.guild_id
+        if guild_id not in fake.guild_ids or not session.owns(guild_id):
+            return  # Discord answers only for guilds of this shard
+        members = [fake._member_payload(uid, guild_id) for uid in fake._members]
         chunk: dict[str, Any] = {
-            "guild_id": str(fake.guild_id),
+            "guild_id": str(guild_id),
             "members": members,
             "chunk_index": 0,
             "chunk_count": 1,
@@ -403,4 +559,4 @@ class Gateway:
         }
         if "nonce" in d:
             chunk["nonce"] = d["nonce"]
-        await self.dispatch("GUILD_MEMBERS_CHUNK", chunk)
+        await self.dispatch("GUILD_MEMBERS_CHUNK", chunk, session=session)

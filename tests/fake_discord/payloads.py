@@ -68,6 +68,28 @@ class SnowflakeFactory:
         self._last = value
         return value
 
+    def on_shard(self, shard_id: int, shard_count: int) -> int:
+        """A new snowflake that Discord's formula ``(id >> 22) % shard_count`` puts on
+        ``shard_id``: the next one, its timestamp moved up to ``shard_count - 1`` ms ahead.
+
+        Parameters
+        ----------
+        shard_id, shard_count : int
+            The shard, ``0 <= shard_id < shard_count``.
+
+        Returns
+        -------
+        int
+            The snowflake; later ones stay greater.
+        """
+        if not 0 <= shard_id < shard_count:
+            raise ValueError(f"no shard {shard_id} among {shard_count}")
+        value = self()
+        ms = value >> 22
+        value = ((ms + (shard_id - ms) % shard_count) << 22) | (value & ((1 << 22) - 1))
+        self._last = max(self._last, value)
+        return value
+
 
 def iso_now() -> str:
     """Current UTC time in Discord's ISO-8601 form.

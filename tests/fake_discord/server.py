@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import secrets
 import time
@@ -22,12 +23,17 @@ from .gateway import (
     GUILD_MEMBERS,
     GUILD_MESSAGE_REACTIONS,
     GUILD_MESSAGES,
+    GUILDS,
     PRIVILEGED_INTENTS,
     RECONNECT,
     Gateway,
 )
 
 API_PREFIX = "/api/v10"
+#: Discord closes an IDENTIFY with 4011 (Sharding required) past this many guilds per shard.
+MAX_GUILDS_PER_SHARD = 2500
+#: GET /gateway/bot recommends about one shard per this many guilds.
+GUILDS_PER_RECOMMENDED_SHARD = 1000
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's per-message upload limit without boosts
 NONCE_WINDOW_S = 300.0  # Discord keeps enforced nonces "for a few minutes"
 
@@ -351,6 +357,14 @@ class FakeDiscord:
         Refuse to invoke commands the bot never synced (Discord only knows synced ones).
     validate : bool
         Check request bodies against the OpenAPI spec (needs ``../shared/data``).
+    max_guilds_per_shard : int
+        An IDENTIFY whose shard would hold more guilds is closed with 4011, as Discord does.
+    recommended_shards : int or None
+        ``shards`` in ``GET /gateway/bot``; None: one per 1,000 guilds (at least 1).
+
+    Guilds: the fake starts with one (:attr:`guild_id`, its channel :attr:`channel_id`);
+    :meth:`add_guild` adds more, on a chosen shard if asked. Every user is a member of every
+    guild (admins are admins in each); a channel's guild decides where its events go.
     """
 
     def __init__(
@@ -362,6 +376,8 @@ class FakeDiscord:
         privileged_intents: int = PRIVILEGED_INTENTS,
         require_synced: bool = True,
         validate: bool = True,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
+        recommended_shards: int | None = None,
     ) -> None:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.interaction_timeout_s = interaction_timeout_s
@@ -369,6 +385,8 @@ class FakeDiscord:
         self.privileged_intents = privileged_intents
         self.require_synced = require_synced
         self.validate = validate
+        self.max_guilds_per_shard = max_guilds_per_shard
+        self.recommended_shards = recommended_shards
 
         self._snowflake = payloads.SnowflakeFactory()
         self.token = f"fake.{secrets.token_urlsafe(24)}"
@@ -383,6 +401,8 @@ class FakeDiscord:
         self._users: dict[int, dict[str, Any]] = {}
         self._members: dict[int, dict[str, Any]] = {}
         self._roles: dict[int, dict[str, Any]] = {}
+        # guild id -> {"name", "channel_id", "admin_role_id", "bot_role_id", "role_ids"}
+        self._guilds: dict[int, dict[str, Any]] = {}
         self._channels: dict[int, dict[str, Any]] = {}
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._messages: dict[int, _Message] = {}
@@ -467,34 +487,94 @@ class FakeDiscord:
 
     @property
     def connected(self) -> bool:
-        """Whether the bot has a live, identified gateway connection."""
+        """Whether the bot has a live, identified gateway connection (every shard of it)."""
         return self.gateway.connected
+
+    @property
+    def guild_ids(self) -> list[int]:
+        """Every guild the bot is in, oldest first (:attr:`guild_id` first)."""
+        return list(self._guilds)
 
     # ==================================================================================
     # world setup and test-facing API
     # ==================================================================================
 
     def _setup_world(self) -> None:
-        g = self.guild_id
-        self._roles[g] = payloads.role(g, "@everyone", payloads.EVERYONE_PERMISSIONS, 0)
-        self.admin_role_id = self._snowflake()
-        self._roles[self.admin_role_id] = payloads.role(
-            self.admin_role_id, "Admin", payloads.ADMINISTRATOR, 2
-        )
-        self.bot_role_id = self._snowflake()
-        bot_role = payloads.role(
-            self.bot_role_id, "genre-bot", payloads.BOT_PERMISSIONS, 1, managed=True
-        )
-        bot_role["tags"] = {"bot_id": str(self.bot_user_id)}
-        self._roles[self.bot_role_id] = bot_role
-        self._channels[self.channel_id] = payloads.text_channel(self.channel_id, g, "general", 0)
+        guild = self._create_guild(self.guild_id, "Fake Guild", self.channel_id)
+        self.admin_role_id: int = guild["admin_role_id"]
+        self.bot_role_id: int = guild["bot_role_id"]
         self._users[self.bot_user_id] = payloads.user(self.bot_user_id, "genre-bot", bot=True)
         self._members[self.bot_user_id] = {"roles": [self.bot_role_id], "at": payloads.iso_now()}
         self._users[self.owner_id] = payloads.user(self.owner_id, "owner")
         self._members[self.owner_id] = {"roles": [], "at": payloads.iso_now()}
 
+    def _create_guild(self, guild_id: int, name: str, channel_id: int) -> dict[str, Any]:
+        # @everyone (its id is the guild's), Admin, the bot's managed role, a #general channel.
+        g = guild_id
+        self._roles[g] = payloads.role(g, "@everyone", payloads.EVERYONE_PERMISSIONS, 0)
+        admin_role_id = self._snowflake()
+        self._roles[admin_role_id] = payloads.role(
+            admin_role_id, "Admin", payloads.ADMINISTRATOR, 2
+        )
+        bot_role_id = self._snowflake()
+        bot_role = payloads.role(
+            bot_role_id, "genre-bot", payloads.BOT_PERMISSIONS, 1, managed=True
+        )
+        bot_role["tags"] = {"bot_id": str(self.bot_user_id)}
+        self._roles[bot_role_id] = bot_role
+        self._channels[channel_id] = payloads.text_channel(channel_id, g, "general", 0)
+        guild = {
+            "name": name,
+            "channel_id": channel_id,
+            "admin_role_id": admin_role_id,
+            "bot_role_id": bot_role_id,
+            "role_ids": [g, admin_role_id, bot_role_id],
+        }
+        self._guilds[g] = guild
+        return guild
+
+    def add_guild(
+        self, name: str = "Another Guild", *, shard: tuple[int, int] | None = None
+    ) -> int:
+        """Add a guild the bot is in, with a ``#general`` channel (:meth:`channel_of`).
+
+        Every user is a member (admins get its Admin role). A connected bot receives its
+        GUILD_CREATE on the shard owning it, as when a bot joins a server.
+
+        Parameters
+        ----------
+        name : str
+            Guild name.
+        shard : (int, int) or None
+            ``(shard_id, num_shards)``: pick an id that Discord's formula
+            ``(guild_id >> 22) % num_shards`` puts on that shard. None: the next snowflake.
+
+        Returns
+        -------
+        int
+            The guild id.
+        """
+        gid = self._snowflake.on_shard(*shard) if shard is not None else self._snowflake()
+        guild = self._create_guild(gid, name, self._snowflake())
+        for uid, member in self._members.items():
+            if uid == self.bot_user_id:
+                member["roles"].append(guild["bot_role_id"])
+            elif self.admin_role_id in member["roles"]:
+                member["roles"].append(guild["admin_role_id"])
+        for session in self.gateway.sessions.values():
+            if session.owns(gid):
+                data = self._guild_create_payload(session.intents, gid)
+                self._spawn(
+                    self.gateway.dispatch("GUILD_CREATE", data, intent=GUILDS, session=session)
+                )
+        return gid
+
+    def channel_of(self, guild_id: int) -> int:
+        """The ``#general`` channel of a guild (:attr:`channel_id` for :attr:`guild_id`)."""
+        return int(self._guilds[guild_id]["channel_id"])
+
     def add_user(self, name: str, *, admin: bool = False) -> int:
-        """Add a guild member.
+        """Add a member (of every guild).
 
         Parameters
         ----------
@@ -511,37 +591,47 @@ class FakeDiscord:
         uid = self._snowflake()
         self._users[uid] = payloads.user(uid, name)
         self._members[uid] = {
-            "roles": [self.admin_role_id] if admin else [],
+            "roles": [g["admin_role_id"] for g in self._guilds.values()] if admin else [],
             "at": payloads.iso_now(),
         }
-        if self.gateway.session is not None:
-            data = {**self._member_payload(uid), "guild_id": str(self.guild_id)}
-            self._spawn(self.gateway.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS))
+        for gid in self._guilds:
+            data = {**self._member_payload(uid, gid), "guild_id": str(gid)}
+            self._spawn(
+                self.gateway.dispatch(
+                    "GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS, guild_id=gid
+                )
+            )
         return uid
 
-    def add_channel(self, name: str) -> int:
-        """Add a text channel to the guild (only visible to a bot that connects afterwards).
+    def add_channel(self, name: str, *, guild_id: int | None = None) -> int:
+        """Add a text channel to a guild (only visible to a bot that connects afterwards).
 
         Parameters
         ----------
         name : str
             Channel name.
+        guild_id : int or None
+            The guild (default: :attr:`guild_id`).
 
         Returns
         -------
         int
             The channel id.
         """
+        gid = guild_id or self.guild_id
         cid = self._snowflake()
-        self._channels[cid] = payloads.text_channel(cid, self.guild_id, name, len(self._channels))
+        position = sum(1 for c in self._channels.values() if c.get("guild_id") == str(gid))
+        self._channels[cid] = payloads.text_channel(cid, gid, name, position)
         return cid
 
-    def permissions_of(self, user_id: int) -> int:
-        """Guild-level permissions of a member (owner and ADMINISTRATOR imply all)."""
+    def permissions_of(self, user_id: int, guild_id: int | None = None) -> int:
+        """Guild-level permissions of a member (owner and ADMINISTRATOR imply all) in a guild
+        (default: :attr:`guild_id`)."""
         if user_id == self.owner_id:
             return payloads.ALL_PERMISSIONS
-        perms = int(self._roles[self.guild_id]["permissions"])
-        for rid in self._members[user_id]["roles"]:
+        gid = guild_id or self.guild_id
+        perms = int(self._roles[gid]["permissions"])
+        for rid in self._roles_in(user_id, gid):
             perms |= int(self._roles[rid]["permissions"])
         return payloads.ALL_PERMISSIONS if perms & payloads.ADMINISTRATOR else perms
 
@@ -665,6 +755,7 @@ class FakeDiscord:
         attachments: list[dict[str, Any]] | None = None,
         *,
         channel_id: int | None = None,
+        guild_id: int | None = None,
         dm: bool = False,
         reply_to: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -680,6 +771,8 @@ class FakeDiscord:
             Attachment objects from :meth:`add_attachment`.
         channel_id : int or None
             Guild channel (default: :attr:`channel_id`).
+        guild_id : int or None
+            Post in this guild's ``#general`` (:meth:`channel_of`) instead.
         dm : bool
             Send it in the author's DM with the bot instead.
         reply_to : dict or None
@@ -690,7 +783,7 @@ class FakeDiscord:
         dict
             The full message (as stored; the bot may receive it stripped).
         """
-        cid = self._dm_channel_for(author_id) if dm else channel_id or self.channel_id
+        cid = self._dm_channel_for(author_id) if dm else self._pick_channel(channel_id, guild_id)
         msg = self._new_message(
             cid,
             author_id,
@@ -733,6 +826,7 @@ class FakeDiscord:
         attachments: dict[str, dict[str, Any]] | None = None,
         *,
         channel_id: int | None = None,
+        guild_id: int | None = None,
     ) -> dict[str, Any]:
         """A user runs a slash command; dispatches INTERACTION_CREATE (type 2, CHAT_INPUT).
 
@@ -749,6 +843,8 @@ class FakeDiscord:
             ``option name -> attachment dict`` (from :meth:`add_attachment`).
         channel_id : int or None
             Channel it is run in (default: :attr:`channel_id`).
+        guild_id : int or None
+            Run it in this guild's ``#general`` (:meth:`channel_of`) instead.
 
         Returns
         -------
@@ -766,15 +862,17 @@ class FakeDiscord:
             If a required option is missing.
         """
         parts = name.split()
-        definition = self._command_definition(parts[0], 1, user_id)
+        cid = self._pick_channel(channel_id, guild_id)
+        gid = self._guild_of(cid) or self.guild_id
+        definition = self._command_definition(parts[0], 1, user_id, gid)
         values = {**(options or {}), **(attachments or {})}
         resolved: dict[str, Any] = {}
-        opts = self._build_options(definition, parts[1:], values, resolved)
+        opts = self._build_options(definition, parts[1:], values, resolved, gid)
         data: dict[str, Any] = {"name": parts[0], "type": 1, "options": opts}
         if resolved:
             data["resolved"] = resolved
         self._command_identity(data, definition)
-        return await self._create_interaction(2, user_id, data, channel_id or self.channel_id)
+        return await self._create_interaction(2, user_id, data, cid)
 
     async def invoke_message_command(
         self, user_id: int, name: str, target_message: dict[str, Any]
@@ -795,8 +893,10 @@ class FakeDiscord:
         dict
             The interaction payload sent.
         """
-        definition = self._command_definition(name, 3, user_id)
         stored = self._get_message(int(target_message["channel_id"]), int(target_message["id"]))
+        definition = self._command_definition(
+            name, 3, user_id, self._guild_of(stored.channel_id) or self.guild_id
+        )
         # Message-command payloads carry full content even without MESSAGE_CONTENT.
         data: dict[str, Any] = {
             "name": name,
@@ -1049,7 +1149,11 @@ class FakeDiscord:
                 await asyncio.wait_for(event.wait(), remaining)
 
     def messages(
-        self, channel_id: int | None = None, *, author_id: int | None = None
+        self,
+        channel_id: int | None = None,
+        *,
+        author_id: int | None = None,
+        guild_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """Current (edited, not deleted) non-ephemeral messages in a channel, oldest first.
 
@@ -1059,13 +1163,15 @@ class FakeDiscord:
             Channel (default: :attr:`channel_id`).
         author_id : int or None
             Author filter (default: the bot).
+        guild_id : int or None
+            This guild's ``#general`` (:meth:`channel_of`) instead.
 
         Returns
         -------
         list of dict
             Message objects (with ``embeds``, ``attachments``, ``interaction_metadata``...).
         """
-        cid = channel_id or self.channel_id
+        cid = self._pick_channel(channel_id, guild_id)
         author = str(author_id or self.bot_user_id)
         return [
             json.loads(json.dumps(m.data))
@@ -1111,19 +1217,23 @@ class FakeDiscord:
         """Requests refused as an Invalid Form Body (400 / 50035)."""
         return [r for r in self.requests if r.code == 50035]
 
-    async def drop_connection(self, code: int | None = None) -> None:
+    async def drop_connection(
+        self, code: int | None = None, *, shard_id: int | None = None
+    ) -> None:
         """Break the bot's websocket; the session stays resumable (RESUME replays).
 
         Parameters
         ----------
         code : int or None
             None aborts the TCP connection (network failure); an int sends that close code.
+        shard_id : int or None
+            The shard whose connection breaks (needed when the bot runs several).
         """
-        await self.gateway.drop(code)
+        await self.gateway.drop(code, shard_id=shard_id)
 
-    async def request_reconnect(self) -> None:
+    async def request_reconnect(self, *, shard_id: int | None = None) -> None:
         """Send opcode 7 RECONNECT, as Discord does before restarting a gateway node."""
-        await self.gateway.send_op(RECONNECT, None)
+        await self.gateway.send_op(RECONNECT, None, shard_id=shard_id)
 
     # ==================================================================================
     # internals: change notification, payloads
@@ -1138,17 +1248,33 @@ class FakeDiscord:
         task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    def _member_payload(self, user_id: int) -> dict[str, Any]:
+    def _roles_in(self, user_id: int, guild_id: int) -> list[int]:
+        # A member's roles in one guild (members hold roles of every guild).
+        own = self._guilds[guild_id]["role_ids"]
+        return [rid for rid in self._members[user_id]["roles"] if rid in own]
+
+    def _member_payload(self, user_id: int, guild_id: int | None = None) -> dict[str, Any]:
         info = self._members[user_id]
-        return payloads.member(self._users[user_id], info["roles"], info["at"])
+        roles = self._roles_in(user_id, guild_id or self.guild_id)
+        return payloads.member(self._users[user_id], roles, info["at"])
 
     def _channel_payload(self, channel_id: int) -> dict[str, Any]:
         return dict(self._channels[channel_id])
 
+    def _guild_of(self, channel_id: int) -> int | None:
+        # The guild a channel belongs to; None for a DM.
+        guild = self._channels[channel_id].get("guild_id")
+        return int(guild) if guild else None
+
+    def _pick_channel(self, channel_id: int | None, guild_id: int | None) -> int:
+        if channel_id:
+            return channel_id
+        return self.channel_of(guild_id) if guild_id else self.channel_id
+
     def _is_dm(self, channel_id: int) -> bool:
         return self._channels[channel_id]["type"] == 1
 
-    def _ready_payload(self, session_id: str) -> dict[str, Any]:
+    def _ready_payload(self, session_id: str, guild_ids: list[int]) -> dict[str, Any]:
         return {
             "v": 10,
             "user": {
@@ -1157,7 +1283,7 @@ class FakeDiscord:
                 "mfa_enabled": False,
                 "email": None,
             },
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in guild_ids],
             "session_id": session_id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,
@@ -1177,12 +1303,14 @@ class FakeDiscord:
         # bot with those privileged intents switched on in the portal.
         return (1 << 19) | (1 << 15)
 
-    def _guild_create_payload(self, intents: int) -> dict[str, Any]:
+    def _guild_create_payload(self, intents: int, guild_id: int | None = None) -> dict[str, Any]:
+        gid = guild_id or self.guild_id
+        guild = self._guilds[gid]
         # Without GUILD_MEMBERS Discord only sends the bot's own member.
         member_ids = list(self._members) if intents & GUILD_MEMBERS else [self.bot_user_id]
         return {
-            "id": str(self.guild_id),
-            "name": "Fake Guild",
+            "id": str(gid),
+            "name": guild["name"],
             "icon": None,
             "splash": None,
             "discovery_splash": None,
@@ -1192,13 +1320,13 @@ class FakeDiscord:
             "verification_level": 0,
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
-            "roles": list(self._roles.values()),
+            "roles": [self._roles[rid] for rid in guild["role_ids"]],
             "emojis": [],
             "stickers": [],
             "features": [],
             "mfa_level": 0,
             "application_id": None,
-            "system_channel_id": str(self.channel_id),
+            "system_channel_id": str(guild["channel_id"]),
             "system_channel_flags": 0,
             "rules_channel_id": None,
             "vanity_url_code": None,
@@ -1215,11 +1343,11 @@ class FakeDiscord:
             "unavailable": False,
             "member_count": len(self._members),
             "voice_states": [],
-            "members": [self._member_payload(uid) for uid in member_ids],
+            "members": [self._member_payload(uid, gid) for uid in member_ids],
             "channels": [
                 {k: v for k, v in c.items() if k != "guild_id"}
                 for c in self._channels.values()
-                if c["type"] != 1
+                if c.get("guild_id") == str(gid)
             ],
             "threads": [],
             "presences": [],
@@ -1251,7 +1379,7 @@ class FakeDiscord:
             "tags": [],
             "install_params": None,
             "integration_types_config": {"0": {}},
-            "approximate_guild_count": 1,
+            "approximate_guild_count": len(self._guilds),
         }
 
     # -- messages ---------------------------------------------------------------------
@@ -1310,12 +1438,13 @@ class FakeDiscord:
         }
         if reference is not None:
             ref = self._get_message(int(reference["channel_id"]), int(reference["id"]))
+            guild = self._guild_of(channel_id)
             data["type"] = 19  # REPLY
             data["message_reference"] = {
                 "type": 0,
                 "message_id": ref.data["id"],
                 "channel_id": ref.data["channel_id"],
-                **({} if self._is_dm(channel_id) else {"guild_id": str(self.guild_id)}),
+                **({} if guild is None else {"guild_id": str(guild)}),
             }
             data["referenced_message"] = json.loads(json.dumps(ref.data))
             if (body.get("allowed_mentions") or {}).get("replied_user", True):
@@ -1342,7 +1471,7 @@ class FakeDiscord:
             "id": inter["id"],
             "type": inter["type"],
             "user": inter["member"]["user"],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": inter["guild_id"]},
             **({"name": inter["data"]["name"]} if "name" in inter["data"] else {}),
         }
         if inter["type"] == 3 and interaction.component_message_id is not None:
@@ -1354,11 +1483,12 @@ class FakeDiscord:
 
     def _gateway_message(self, stored: _Message) -> dict[str, Any]:
         data = json.loads(json.dumps(stored.data))
-        if not self._is_dm(stored.channel_id):
-            data["guild_id"] = str(self.guild_id)
+        gid = self._guild_of(stored.channel_id)
+        if gid is not None:
+            data["guild_id"] = str(gid)
             data["member"] = {
                 k: v
-                for k, v in self._member_payload(int(data["author"]["id"])).items()
+                for k, v in self._member_payload(int(data["author"]["id"]), gid).items()
                 if k != "user"
             }
         return data
@@ -1381,6 +1511,7 @@ class FakeDiscord:
             self._gateway_message(stored),
             intent=intent,
             strip_content=not self._content_is_exempt(stored),
+            guild_id=self._guild_of(stored.channel_id),
         )
 
     async def _dispatch_reaction(
@@ -1395,14 +1526,15 @@ class FakeDiscord:
             "burst": False,
             "type": 0,
         }
-        dm = self._is_dm(stored.channel_id)
-        if not dm:
-            data["guild_id"] = str(self.guild_id)
+        gid = self._guild_of(stored.channel_id)
+        dm = gid is None
+        if gid is not None:
+            data["guild_id"] = str(gid)
             if event == "MESSAGE_REACTION_ADD":
-                data["member"] = self._member_payload(user_id)
+                data["member"] = self._member_payload(user_id, gid)
                 data["message_author_id"] = stored.data["author"]["id"]
         intent = DIRECT_MESSAGE_REACTIONS if dm else GUILD_MESSAGE_REACTIONS
-        await self.gateway.dispatch(event, data, intent=intent)
+        await self.gateway.dispatch(event, data, intent=intent, guild_id=gid)
 
     def _apply_files(
         self,
@@ -1468,11 +1600,13 @@ class FakeDiscord:
 
     # -- interactions -----------------------------------------------------------------
 
-    def _command_definition(self, name: str, type_: int, user_id: int) -> dict[str, Any] | None:
-        definition = self.commands.find(name, type=type_, guild_id=self.guild_id)
+    def _command_definition(
+        self, name: str, type_: int, user_id: int, guild_id: int
+    ) -> dict[str, Any] | None:
+        definition = self.commands.find(name, type=type_, guild_id=guild_id)
         if definition is None:
             if self.require_synced:
-                known = self.commands.names(self.guild_id) + self.commands.names(None)
+                known = self.commands.names(guild_id) + self.commands.names(None)
                 raise LookupError(
                     f"command {name!r} (type {type_}) was never synced; Discord would not "
                     f"offer it. Synced: {known}"
@@ -1480,7 +1614,7 @@ class FakeDiscord:
             return None
         needed = definition.get("default_member_permissions")
         if needed is not None:
-            perms = self.permissions_of(user_id)
+            perms = self.permissions_of(user_id, guild_id)
             if int(needed) & perms != int(needed) and not perms & payloads.ADMINISTRATOR:
                 raise PermissionError(
                     f"user {user_id} lacks default_member_permissions={needed} for {name!r}"
@@ -1501,6 +1635,7 @@ class FakeDiscord:
         path: list[str],
         values: dict[str, Any],
         resolved: dict[str, Any],
+        guild_id: int | None = None,
     ) -> list[dict[str, Any]]:
         defs = (definition or {}).get("options") or []
         if path:
@@ -1508,7 +1643,7 @@ class FakeDiscord:
             if sub is None and definition is not None:
                 raise LookupError(f"unknown subcommand {path[0]!r}")
             sub_type = sub["type"] if sub else (2 if len(path) > 1 else 1)
-            inner = self._build_options(sub, path[1:], values, resolved)
+            inner = self._build_options(sub, path[1:], values, resolved, guild_id)
             return [{"name": path[0], "type": sub_type, "options": inner}]
         by_name = {o["name"]: o for o in defs}
         out = []
@@ -1521,7 +1656,7 @@ class FakeDiscord:
                 {
                     "name": opt_name,
                     "type": opt_type,
-                    "value": self._option_value(opt_type, value, resolved),
+                    "value": self._option_value(opt_type, value, resolved, guild_id),
                 }
             )
         for opt_def in defs:
@@ -1541,15 +1676,19 @@ class FakeDiscord:
             return 11
         return 3
 
-    def _option_value(self, opt_type: int, value: Any, resolved: dict[str, Any]) -> Any:
+    def _option_value(
+        self, opt_type: int, value: Any, resolved: dict[str, Any], guild_id: int | None = None
+    ) -> Any:
         if opt_type == 11:
             resolved.setdefault("attachments", {})[str(value["id"])] = value
             return str(value["id"])
         if opt_type in (6, 9):
             uid = int(value)
             resolved.setdefault("users", {})[str(uid)] = self._users[uid]
-            member = {k: v for k, v in self._member_payload(uid).items() if k != "user"}
-            member["permissions"] = str(self.permissions_of(uid))
+            member = {
+                k: v for k, v in self._member_payload(uid, guild_id).items() if k != "user"
+            }
+            member["permissions"] = str(self.permissions_of(uid, guild_id))
             resolved.setdefault("members", {})[str(uid)] = member
             return str(uid)
         if opt_type == 7:
@@ -1667,27 +1806,30 @@ class FakeDiscord:
     ) -> dict[str, Any]:
         if user_id not in self._members:
             raise LookupError(f"unknown user {user_id}; use add_user()")
+        gid = self._guild_of(channel_id)
+        if gid is None:
+            raise NotImplementedError("the fake only runs interactions in guild channels")
         iid = self._snowflake()
         token = f"aW50ZXJhY3Rpb246{iid}:{secrets.token_urlsafe(48)}"
-        member = self._member_payload(user_id)
-        member["permissions"] = str(self.permissions_of(user_id))
+        member = self._member_payload(user_id, gid)
+        member["permissions"] = str(self.permissions_of(user_id, gid))
         payload: dict[str, Any] = {
             "id": str(iid),
             "application_id": str(self.application_id),
             "type": type_,
             "data": data,
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
-            "guild_id": str(self.guild_id),
+            "guild": {"id": str(gid), "locale": "en-US", "features": []},
+            "guild_id": str(gid),
             "channel": self._channel_payload(channel_id),
             "channel_id": str(channel_id),
             "member": member,
             "token": token,
             "version": 1,
-            "app_permissions": str(self.permissions_of(self.bot_user_id)),
+            "app_permissions": str(self.permissions_of(self.bot_user_id, gid)),
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(gid)},
             "context": 0,
             "attachment_size_limit": self.upload_limit,
         }
@@ -1701,7 +1843,7 @@ class FakeDiscord:
         )
         self._interactions[iid] = inter
         self._tokens[token] = iid
-        await self.gateway.dispatch("INTERACTION_CREATE", payload)
+        await self.gateway.dispatch("INTERACTION_CREATE", payload, guild_id=gid)
         return json.loads(json.dumps(payload))
 
     def _interaction_for_webhook(self, app_id: str, token: str) -> _Interaction:
@@ -1997,9 +2139,13 @@ class FakeDiscord:
         return 200, {"url": self.gateway_url}
 
     async def _get_gateway_bot(self, ctx: _Ctx) -> tuple[int, Any]:
+        # Discord recommends about one shard per 1,000 guilds.
+        shards = self.recommended_shards or max(
+            1, math.ceil(len(self._guilds) / GUILDS_PER_RECOMMENDED_SHARD)
+        )
         return 200, {
             "url": self.gateway_url,
-            "shards": 1,
+            "shards": shards,
             "session_start_limit": {
                 "total": 1000,
                 "remaining": 999,
@@ -2030,7 +2176,7 @@ class FakeDiscord:
         if ctx.params["application_id"] != str(self.application_id):
             raise ApiError(403, 50001, "Missing Access")
         guild = ctx.params.get("guild_id")
-        if guild is not None and int(guild) != self.guild_id:
+        if guild is not None and int(guild) not in self._guilds:
             raise ApiError(403, 50001, "Missing Access")
         return int(guild) if guild is not None else None
 
@@ -2116,9 +2262,10 @@ class FakeDiscord:
         return (200 if old else 201), cmd
 
     async def _get_guild(self, ctx: _Ctx) -> tuple[int, Any]:
-        if int(ctx.params["guild_id"]) != self.guild_id:
+        gid = int(ctx.params["guild_id"])
+        if gid not in self._guilds:
             raise _unknown("Guild", 10004)
-        data = self._guild_create_payload(0)
+        data = self._guild_create_payload(0, gid)
         for key in (
             "members",
             "channels",
@@ -2133,15 +2280,17 @@ class FakeDiscord:
         return 200, data
 
     async def _get_guild_channels(self, ctx: _Ctx) -> tuple[int, Any]:
-        if int(ctx.params["guild_id"]) != self.guild_id:
+        gid = ctx.params["guild_id"]
+        if int(gid) not in self._guilds:
             raise _unknown("Guild", 10004)
-        return 200, [c for c in self._channels.values() if c["type"] != 1]
+        return 200, [c for c in self._channels.values() if c.get("guild_id") == gid]
 
     async def _get_member(self, ctx: _Ctx) -> tuple[int, Any]:
         uid = int(ctx.params["user_id"])
-        if int(ctx.params["guild_id"]) != self.guild_id or uid not in self._members:
+        gid = int(ctx.params["guild_id"])
+        if gid not in self._guilds or uid not in self._members:
             raise _unknown("Member", 10007)
-        return 200, self._member_payload(uid)
+        return 200, self._member_payload(uid, gid)
 
     def _channel(self, ctx: _Ctx) -> int:
         cid = int(ctx.params["channel_id"])
@@ -2222,7 +2371,8 @@ class FakeDiscord:
     async def _delete_message(self, ctx: _Ctx) -> tuple[int, Any]:
         stored = self._get_message(self._channel(ctx), int(ctx.params["message_id"]))
         mine = stored.data["author"]["id"] == str(self.bot_user_id)
-        if not mine and not self.permissions_of(self.bot_user_id) & payloads.MANAGE_MESSAGES:
+        perms = self.permissions_of(self.bot_user_id, self._guild_of(stored.channel_id))
+        if not mine and not perms & payloads.MANAGE_MESSAGES:
             raise ApiError(403, 50013, "Missing Permissions")
         await self._delete(stored)
         return 204, None
@@ -2232,11 +2382,14 @@ class FakeDiscord:
         self._changed()
         if not stored.ephemeral:
             data = {"id": stored.data["id"], "channel_id": str(stored.channel_id)}
-            dm = self._is_dm(stored.channel_id)
-            if not dm:
-                data["guild_id"] = str(self.guild_id)
+            gid = self._guild_of(stored.channel_id)
+            if gid is not None:
+                data["guild_id"] = str(gid)
             await self.gateway.dispatch(
-                "MESSAGE_DELETE", data, intent=DIRECT_MESSAGES if dm else GUILD_MESSAGES
+                "MESSAGE_DELETE",
+                data,
+                intent=DIRECT_MESSAGES if gid is None else GUILD_MESSAGES,
+                guild_id=gid,
             )
 
     @staticmethod
