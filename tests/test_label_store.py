@@ -1,5 +1,6 @@
-"""The label store on a real SQLite file: its rules, its migrations, and what survives a crash,
-a lock held by another program, and a full disk."""
+"""The label store on a real SQLite file and a real PostgreSQL server: its rules and migrations
+on both; what survives a crash, a lock held by another program, and a full disk on SQLite (their
+PostgreSQL counterparts are in test_label_store_postgres.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import LargeBinary, event, inspect, update
 
 from genre_core.store.labels import (
     LabelStore,
@@ -25,8 +28,16 @@ from genre_core.store.labels import (
 )
 from genre_core.store.schema import Clip
 
+if TYPE_CHECKING:  # imported by pytest as a plugin (below), not here: its asserts get rewritten
+    from fleet_servers import PostgresServer
+
+pytest_plugins = ("fleet_servers",)
+
 KNOWN = ["jazz", "rock", "pop"]
 ROOT = Path(__file__).resolve().parents[1]
+
+#: ``await database(name)``: the URL of this test's database ``name``, empty the first time.
+Database = Callable[..., Awaitable[str]]
 
 
 def url(path: Path) -> str:
@@ -41,9 +52,28 @@ def new_clip(uploader: int = 10, guild: int = 1, predicted: str | None = "jazz",
                    probabilities={"jazz": 0.7, "rock": 0.2, "pop": 0.1}, audio=audio)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    """The same tests on a SQLite file and on a PostgreSQL server (a fresh database per name)."""
+    if request.param == "sqlite":
+        async def sqlite_file(name: str = "labels") -> str:
+            return url(tmp_path / f"{name}.db")
+
+        return sqlite_file
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    made: dict[str, str] = {}
+
+    async def postgres_database(name: str = "labels") -> str:
+        if name not in made:
+            made[name] = server.url(await server.create_database())
+        return made[name]
+
+    return postgres_database
+
+
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    opened = await LabelStore.open(url(tmp_path / "labels.db"), votes_to_accept=2)
+async def store(database: Database):  # type: ignore[no-untyped-def]
+    opened = await LabelStore.open(await database(), votes_to_accept=2)
     yield opened
     await opened.close()
 
@@ -82,8 +112,8 @@ async def test_right_counts_for_the_answer_and_one_person_has_one_vote(store: La
     assert example.genres == {"jazz"}
 
 
-async def test_bad_votes_are_refused_with_a_reason(tmp_path: Path) -> None:
-    store = await LabelStore.open(url(tmp_path / "l.db"), vote_rate=3, vote_window_s=60)
+async def test_bad_votes_are_refused_with_a_reason(database: Database) -> None:
+    store = await LabelStore.open(await database(), vote_rate=3, vote_window_s=60)
     clip = await store.add_clip(new_clip())
     with pytest.raises(VoteError, match="don't know the genre"):
         await store.vote(clip, 20, "genre", "polka", known_genres=KNOWN)
@@ -103,8 +133,9 @@ async def test_bad_votes_are_refused_with_a_reason(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_expired_clips_are_refused_and_purged_unless_they_count(tmp_path: Path) -> None:
-    store = await LabelStore.open(url(tmp_path / "l.db"), keep_days=30)
+async def test_expired_clips_are_refused_and_purged_unless_they_count(database: Database
+                                                                      ) -> None:
+    store = await LabelStore.open(await database(), keep_days=30)
     useful, useless = await store.add_clip(new_clip()), await store.add_clip(new_clip())
     await store.vote(useful, 99, "genre", "rock", known_genres=KNOWN, admin=True)
     old = datetime.now(UTC) - timedelta(days=31)
@@ -132,27 +163,53 @@ async def test_deleting_a_person_is_scoped_and_erasing_oneself_is_everywhere(
     assert await store.delete_clip(there, guild_id=2) is True
 
 
-async def test_signatures_are_stable_across_opens_and_refuse_other_ids(tmp_path: Path) -> None:
-    first = await LabelStore.open(url(tmp_path / "l.db"))
+async def test_signatures_are_stable_across_opens_and_refuse_other_ids(database: Database
+                                                                       ) -> None:
+    first = await LabelStore.open(await database())
     signature = first.sign("ok", 7)
     await first.close()
-    again = await LabelStore.open(url(tmp_path / "l.db"))
+    again = await LabelStore.open(await database())
     assert again.verify(signature, "ok", 7)
     assert not again.verify(signature, "ok", 8) and not again.verify(signature, "no", 7)
     await again.close()
-    other = await LabelStore.open(url(tmp_path / "other.db"))  # another database: another key
+    other = await LabelStore.open(await database("other"))  # another database: another key
     assert not other.verify(signature, "ok", 7)
     await other.close()
 
 
-async def test_the_schema_is_versioned_by_alembic(tmp_path: Path) -> None:
-    store = await LabelStore.open(url(tmp_path / "l.db"))
+async def test_the_schema_is_versioned_by_alembic(database: Database) -> None:
+    store = await LabelStore.open(await database())
     await store.close()
-    with sqlite3.connect(tmp_path / "l.db") as db:
-        [(version,)] = db.execute("SELECT version_num FROM alembic_version").fetchall()
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    again = await LabelStore.open(await database())  # an up-to-date schema is left alone
+    async with again.engine.connect() as connection:
+        version = (await connection.exec_driver_sql(
+            "SELECT version_num FROM alembic_version")).scalar_one()
+        tables, clips = await connection.run_sync(
+            lambda sync: (set(inspect(sync).get_table_names()),
+                          {c["name"]: c["type"] for c in inspect(sync).get_columns("clips")}))
+        dialect = connection.dialect.name
+    await again.close()
     assert version == "0001"
     assert {"clips", "votes", "reviews", "genres", "vote_log", "meta"} <= tables
+    if dialect == "postgresql":  # the server's own types, not text stand-ins
+        assert isinstance(clips["audio"], LargeBinary)  # bytea
+        assert str(clips["guild_id"]) == "BIGINT" and str(clips["probabilities"]) == "JSON"
+        assert clips["created_at"].timezone is True  # timestamptz
+
+
+async def test_values_come_back_as_they_went_in(store: LabelStore) -> None:
+    # Discord ids need 64 bits; audio is arbitrary bytes; times are UTC-aware.
+    snowflake = 1_234_567_890_123_456_789
+    audio = bytes(range(256)) * 4
+    clip_id = await store.add_clip(new_clip(uploader=snowflake, guild=snowflake, audio=audio))
+    await store.vote(clip_id, snowflake + 1, "right")
+    clip = await store.get_clip(clip_id)
+    assert clip is not None and clip.audio == audio and clip.uploader_id == snowflake
+    assert clip.probabilities == {"jazz": 0.7, "rock": 0.2, "pop": 0.1}
+    [record] = await store.export(snowflake)
+    assert record["votes"][0]["user_id"] == snowflake + 1
+    created = datetime.fromisoformat(record["created_at"])
+    assert created.tzinfo is not None and abs(datetime.now(UTC) - created) < timedelta(minutes=5)
 
 
 async def test_a_database_locked_by_another_program_is_refused_in_words(tmp_path: Path) -> None:
@@ -227,9 +284,9 @@ def test_kill_9_mid_write_loses_nothing_acknowledged(tmp_path: Path) -> None:
         assert set(acknowledged) <= clips and set(acknowledged) <= voted
 
 
-async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
-    one = await LabelStore.open(url(tmp_path / "l.db"))
-    two = await LabelStore.open(url(tmp_path / "l.db"))
+async def test_two_stores_on_one_database_see_each_others_writes(database: Database) -> None:
+    one = await LabelStore.open(await database())
+    two = await LabelStore.open(await database())
     clip = await one.add_clip(new_clip())
     await asyncio.gather(two.vote(clip, 20, "right"), one.vote(clip, 21, "right"))
     assert len(await one.training_examples()) == 1

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import selectinload
 
+from genre_core import metrics
 from genre_core.errors import GenreError
 from genre_core.store.schema import GENRE_CHARS, Clip, Genre, Meta, Review, Vote, VoteLog
 
@@ -52,6 +53,10 @@ VOTE_KINDS = ("right", "genre", "not_music", "other")
 MANIFEST = "manifest.json"
 #: The label a "not music" verdict carries in counts and exports.
 NOT_MUSIC = "not music"
+#: PostgreSQL: the longest any statement may run before the server cancels it.
+STATEMENT_TIMEOUT_S = 30.0
+#: PostgreSQL: the advisory lock held while the schema is upgraded (any fixed number).
+MIGRATION_LOCK = 0x6E7265
 
 
 class StoreError(GenreError):
@@ -224,7 +229,8 @@ class LabelStore:
                 session.add(vote)
             vote.kind, vote.genre, vote.admin = kind, genre, admin or bool(vote.admin)
             vote.model_version, vote.updated_at = clip.model_version, now
-            return changed
+        metrics.LABEL_VOTES.labels(kind=kind).inc()  # here: only once it is committed
+        return changed
 
     async def _live_clip(self, session: AsyncSession, clip_id: int) -> Clip:
         clip = await session.get(Clip, clip_id)
@@ -488,24 +494,55 @@ class LabelStore:
         try:
             yield
         except IntegrityError as exc:
+            metrics.LABEL_STORE_ERRORS.labels(reason=StoreBusyError.code).inc()
             raise StoreBusyError("Someone else changed this at the same moment. Try again.") \
                 from exc
         except DBAPIError as exc:
-            text = str(exc.orig).lower()
-            if "locked" in text or "busy" in text:
-                raise StoreBusyError("The label database is busy (locked by another program), "
-                                     "so nothing was recorded. Try again in a moment.") from exc
-            if "full" in text or "no space" in text:
-                raise StoreFullError("The label database's disk is full, so nothing was "
-                                     "recorded. An admin needs to free some space.") from exc
-            raise StoreError("The label database failed, so nothing was recorded. "
+            error = _translate(exc)
+            metrics.LABEL_STORE_ERRORS.labels(reason=error.code).inc()
+            raise error from exc
+        except OSError as exc:  # a server that cannot be reached (refused, timed out)
+            metrics.LABEL_STORE_ERRORS.labels(reason=StoreError.code).inc()
+            raise StoreError("The label database cannot be reached, so nothing was recorded. "
                              "An admin can find the reason in the bot's log.") from exc
+
+
+#: PostgreSQL's error codes (SQLSTATE) that mean "try again in a moment": a lock not granted
+#: within ``lock_timeout``, a statement cancelled by ``statement_timeout``, a serialization
+#: failure or deadlock (the transaction was rolled back whole), too many connections.
+PG_BUSY = {"55P03", "57014", "40001", "40P01", "53300"}
+#: ... and those that mean the server ran out of room: disk full, out of memory, other
+#: "insufficient resources".
+PG_FULL = {"53100", "53200", "53000"}
+
+
+def _translate(exc: DBAPIError) -> StoreError:
+    """The friendly error for a driver's error: SQLite says it in words, PostgreSQL in codes."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    text = str(exc.orig).lower()
+    if state in PG_BUSY or (state is None and ("locked" in text or "busy" in text)):
+        return StoreBusyError("The label database is busy (locked by another program), so "
+                              "nothing was recorded. Try again in a moment.")
+    if state in PG_FULL or (state is None and ("full" in text or "no space" in text)):
+        return StoreFullError("The label database's disk is full, so nothing was recorded. "
+                              "An admin needs to free some space.")
+    return StoreError("The label database failed, so nothing was recorded. "
+                      "An admin can find the reason in the bot's log.")
 
 
 def create_engine(url: str, busy_timeout_s: float = 5.0) -> AsyncEngine:
     """An async engine for ``url``; SQLite files get their folder, WAL, full sync and foreign
     keys (SQLite leaves those off)."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "asyncpg":
+        # A write waits at most ``busy_timeout_s`` for a lock another session holds (as SQLite's
+        # busy timeout), and no statement runs away with a connection; the server cancels
+        # either with a code that _translate reads as "busy". Connecting gets the same bound
+        # twice over, so a vote on an unreachable server is answered in words, not hung.
+        settings = {"lock_timeout": str(int(busy_timeout_s * 1000)),
+                    "statement_timeout": str(int(STATEMENT_TIMEOUT_S * 1000))}
+        return create_async_engine(url, pool_pre_ping=True, connect_args={
+            "server_settings": settings, "timeout": max(2 * busy_timeout_s, 3.0)})
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
@@ -527,6 +564,10 @@ def upgrade_schema(connection: Any) -> None:
     from alembic import command
     from alembic.config import Config
 
+    if connection.dialect.name == "postgresql":
+        # Several bots may start at once on one database: one upgrades, the others wait for
+        # it (the lock ends with the transaction) and then find nothing to do.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
