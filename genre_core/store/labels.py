@@ -36,6 +36,7 @@ from sqlalchemy import delete, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -170,10 +171,11 @@ class LabelStore:
         before it is refused."""
         engine = create_engine(url, busy_timeout_s)
         store = cls(engine, **settings)
-        async with store._errors():
-            async with engine.begin() as connection:
-                await connection.run_sync(upgrade_schema)
-            store._key = (await store._signing_key()).encode()
+        # One transaction: on PostgreSQL the migration's lock covers making the key too, so
+        # bots starting together on one new database agree on it.
+        async with store._errors(), engine.begin() as connection:
+            await connection.run_sync(upgrade_schema)
+            store._key = (await store._signing_key(connection)).encode()
         return store
 
     async def close(self) -> None:
@@ -475,12 +477,14 @@ class LabelStore:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    async def _signing_key(self) -> str:
-        async with self._session() as session:
+    async def _signing_key(self, connection: AsyncConnection) -> str:
+        """The key, made on first open, in ``connection``'s transaction."""
+        async with AsyncSession(bind=connection) as session:
             row = await session.get(Meta, "signing_key")
             if row is None:
                 row = Meta(key="signing_key", value=secrets.token_hex(32))
                 session.add(row)
+                await session.flush()
             return row.value
 
     @contextlib.asynccontextmanager
