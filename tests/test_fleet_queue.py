@@ -1,0 +1,417 @@
+"""The fleet: the real bot, a real ``redis-server`` and real ``genre-worker`` processes.
+
+The bot runs against the fake Discord with ``GENRE_QUEUE_URL`` set, so ``bot.client.default_jobs``
+builds ``CeleryJobs`` exactly as in production. Each worker is a separate ``genre-worker``
+process (Celery prefork, one pool process) with the stand-in classifier (``conftest:load_stub``
+and friends, imported by name: ``tests/`` is on its ``PYTHONPATH``) and its own model cache, so
+the only way a model reaches it is the store in Redis. Redis runs with ``appendonly yes``, as the
+README asks of a fleet's Redis.
+
+Each user posts in their own channel, so discord.py's per-channel rate limiting (which the fake
+announces like Discord) does not pace the replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import ROOT, StartBot, music_like
+from fake_discord import FakeDiscord
+from synth import encode, wav_bytes
+
+from bot.client import default_jobs
+from genre_core.queue import store
+from genre_core.queue.app import make_app
+from genre_core.queue.jobs import PENDING_KEY, CeleryJobs
+
+REDIS_SERVER = shutil.which("redis-server")
+GENRE_WORKER = Path(sys.executable).with_name("genre-worker")
+PREDICTION = re.compile(r"^(🎵|🤔|🔇)")
+MESSAGES_ROUTE = re.compile(r"/channels/\d+/messages")
+
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, persisting to its own directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
+             "--protected-mode", "no"],
+            stdout=(self.directory / "redis.log").open("ab"), stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                    pytest.skip(f"redis-server could not start: {log}")
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        """A clean shutdown: Redis writes its append-only file, as on a restart in production."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(self.url).shutdown()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+class Worker:
+    """One ``genre-worker`` process group (its Celery main process and its pool process)."""
+
+    def __init__(
+        self, url: str, name: str, directory: Path, loader: str, job_timeout_s: float
+    ) -> None:
+        self.name = name
+        self.log = directory / f"worker-{name}.log"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = subprocess.Popen(
+            [str(GENRE_WORKER), url, "--concurrency", "1", "--loader", loader,
+             "--name", name, "--cache-dir", str(directory / f"cache-{name}"),
+             "--model-dir", str(directory / "no-local-model"),
+             "--job-timeout", str(job_timeout_s), "--loglevel", "WARNING"],
+            cwd=directory, env=env, start_new_session=True,
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self) -> None:
+        """``kill -9`` of the whole worker: main process and pool process, mid-job."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+class Fleet:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.redis = RedisServer(directory)
+        self.workers: list[Worker] = []
+
+    def start_workers(
+        self, count: int, loader: str = "conftest:load_stub", job_timeout_s: float = 30.0
+    ) -> list[Worker]:
+        started = [
+            Worker(self.redis.url, f"w{len(self.workers) + i + 1}", self.directory, loader,
+                   job_timeout_s)
+            for i in range(count)
+        ]
+        self.workers += started
+        return started
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        with self.client() as client:
+            return store.reports(client)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {w.name}\n{w.log.read_text(errors='replace')[-3000:]}" for w in self.workers
+        )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    directory = tmp_path / "fleet"
+    directory.mkdir()
+    fleet = Fleet(directory)
+    fleet.redis.start()
+    try:
+        yield fleet
+    finally:
+        for worker in fleet.workers:
+            worker.stop()
+        fleet.redis.stop()
+
+
+async def start_fleet_bot(start_bot: StartBot, fleet: Fleet, **settings: Any) -> Any:
+    """The real bot with ``GENRE_QUEUE_URL`` set, ready (a worker serves its model)."""
+    bot = await start_bot(jobs_factory=default_jobs, queue_url=fleet.redis.url, **settings)
+    assert isinstance(bot.jobs, CeleryJobs)
+    try:
+        await asyncio.wait_for(bot.jobs.ready(), 60)
+    except BaseException:
+        print(fleet.logs())
+        raise
+    return bot
+
+
+def posted(fake: FakeDiscord, since: int) -> int:
+    return sum(
+        1
+        for r in fake.requests[since:]
+        if r.method == "POST" and r.status == 200 and MESSAGES_ROUTE.fullmatch(r.path)
+    )
+
+
+async def send_all(
+    fake: FakeDiscord, uploads: list[tuple[int, int, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Post every (user, channel, attachment) at once."""
+    return list(
+        await asyncio.gather(
+            *(fake.send_message(u, "", [a], channel_id=c) for u, c, a in uploads)
+        )
+    )
+
+
+async def answers(
+    fake: FakeDiscord, sent: list[dict[str, Any]], since: int, timeout: float, fleet: Fleet
+) -> dict[str, dict[str, Any]]:
+    """Wait until every sent message has a reply; asserts each got exactly one."""
+    try:
+        await fake.wait_for(lambda f: posted(f, since) >= len(sent), timeout=timeout)
+    except BaseException:
+        print(fleet.logs())
+        raise
+    await asyncio.sleep(1.0)  # a duplicate answer would show up now
+    ids = {m["id"] for m in sent}
+    channels = {int(m["channel_id"]) for m in sent}
+    replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for channel in channels:
+        for message in fake.messages(channel):
+            reference = (message.get("message_reference") or {}).get("message_id")
+            if reference in ids:
+                replies[reference].append(message)
+    assert set(replies) == ids, "every message is answered"
+    assert all(len(r) == 1 for r in replies.values()), "and answered once"
+    return {m: r[0] for m, r in replies.items()}
+
+
+def kind(reply: dict[str, Any]) -> str:
+    if reply["embeds"] and PREDICTION.match(reply["embeds"][0].get("title", "")):
+        return "prediction"
+    return f"other: {reply['content'] or reply['embeds']}"
+
+
+def version_of(reply: dict[str, Any]) -> str:
+    return str(reply["embeds"][0]["footer"]["text"].rsplit("model ", 1)[1])
+
+
+def users_and_channels(fake: FakeDiscord, count: int, tag: str) -> list[tuple[int, int]]:
+    return [
+        (fake.add_user(f"{tag}u{i}"), fake.add_channel(f"{tag}-room-{i}")) for i in range(count)
+    ]
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+
+async def test_a_burst_of_200_uploads_over_two_workers_is_answered_once_each(
+    fake_discord: FakeDiscord, start_bot: StartBot, fleet: Fleet
+) -> None:
+    fake = fake_discord
+    people = users_and_channels(fake, 20, "burst")  # channels exist before the bot connects
+    fleet.start_workers(2)
+    bot = await start_fleet_bot(
+        start_bot, fleet, user_concurrency=10, user_rate=10, user_rate_window_s=600.0,
+        queue_size=200,
+    )
+    clip = fake.add_attachment(encode(music_like(3.5, seed=7), "mp3"), "burst.mp3", "audio/mpeg")
+    since = len(fake.requests)
+    started = time.monotonic()
+    sent = await send_all(fake, [(u, c, clip) for u, c in people for _ in range(10)])
+    replies = await answers(fake, sent, since, timeout=120, fleet=fleet)
+    elapsed = time.monotonic() - started
+    kinds = Counter(kind(r) for r in replies.values())
+    assert kinds == {"prediction": 200}, kinds
+    workers = {name.split(":")[0] for name in bot.jobs.answered_by}
+    assert workers == {"w1", "w2"}, bot.jobs.answered_by  # the burst was shared
+    assert sum(bot.jobs.answered_by.values()) == 200
+    with fleet.client() as client:
+        assert client.zcard(PENDING_KEY) == 0, "nothing is left counted as pending"
+    print(f"200 uploads answered in {elapsed:.1f} s over 2 workers: {dict(bot.jobs.answered_by)}")
+
+
+async def test_a_worker_killed_mid_job_leaves_its_job_to_the_other_worker(
+    fake_discord: FakeDiscord, start_bot: StartBot, fleet: Fleet
+) -> None:
+    fake = fake_discord
+    [(user, channel)] = users_and_channels(fake, 1, "kill")
+    # slow.wav takes 3 s in the stand-in; a short job limit makes the redelivery of a killed
+    # worker's job (after the visibility timeout: limit + 5 s) quick.
+    first, second = fleet.start_workers(2, loader="conftest:load_hanging_stub", job_timeout_s=6)
+    bot = await start_fleet_bot(start_bot, fleet, job_timeout_s=6)
+    slow = fake.add_attachment(wav_bytes(music_like(3.5, seed=3)), "slow.wav", "audio/wav")
+    since = len(fake.requests)
+    [message] = await send_all(fake, [(user, channel, slow)])
+
+    control = make_app(fleet.redis.url).control
+    running_on = None
+    for _ in range(100):  # which worker took the job (Celery's own view of it)
+        active = await asyncio.to_thread(control.inspect(timeout=0.5).active) or {}
+        running_on = next((name for name, jobs in active.items() if jobs), None)
+        if running_on:
+            break
+        await asyncio.sleep(0.1)
+    assert running_on is not None, fleet.logs()
+    victim, survivor = (first, second) if running_on.endswith("@w1") else (second, first)
+    victim.kill9()
+
+    replies = await answers(fake, [message], since, timeout=60, fleet=fleet)
+    assert kind(replies[message["id"]]) == "prediction"
+    assert [name.split(":")[0] for name in bot.jobs.answered_by] == [survivor.name]
+    with fleet.client() as client:
+        assert client.zcard(PENDING_KEY) == 0
+
+
+async def test_a_redis_restart_mid_burst_loses_no_upload(
+    fake_discord: FakeDiscord, start_bot: StartBot, fleet: Fleet
+) -> None:
+    fake = fake_discord
+    people = users_and_channels(fake, 6, "restart")
+    fleet.start_workers(2)
+    await start_fleet_bot(
+        start_bot, fleet, user_concurrency=8, user_rate=8, user_rate_window_s=600.0,
+        queue_size=100, job_timeout_s=20,
+    )
+    clip = fake.add_attachment(encode(music_like(3.5, seed=5), "mp3"), "song.mp3", "audio/mpeg")
+    since = len(fake.requests)
+    sent = await send_all(fake, [(u, c, clip) for u, c in people for _ in range(8)])
+    await asyncio.sleep(1.5)  # some answered, most queued or running
+    answered_before = posted(fake, since)
+    await asyncio.to_thread(fleet.redis.stop)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(fleet.redis.start)
+    replies = await answers(fake, sent, since, timeout=120, fleet=fleet)
+    assert answered_before < len(sent), "the restart came mid-burst"
+    kinds = Counter(kind(r) for r in replies.values())
+    assert kinds == {"prediction": len(sent)}, kinds
+
+
+async def test_a_bot_restart_with_jobs_queued_answers_every_message(
+    fake_discord: FakeDiscord, start_bot: StartBot, fleet: Fleet
+) -> None:
+    """"Nothing lost": every message the bot accepted before it was asked to stop gets its
+    answer. The jobs wait in Redis, not in the bot; the workers keep working while the bot
+    stops, and the stopping bot answers what it accepted before it disconnects. The new bot
+    finds the same model announced and reloads no worker."""
+    fake = fake_discord
+    people = users_and_channels(fake, 3, "botrestart")
+    fleet.start_workers(2, loader="conftest:load_hanging_stub")
+    bot = await start_fleet_bot(start_bot, fleet)
+    slow = fake.add_attachment(wav_bytes(music_like(3.5, seed=4)), "slow.wav", "audio/wav")
+    since = len(fake.requests)
+    sent = await send_all(fake, [(u, c, slow) for u, c in people for _ in range(2)])
+    with fleet.client() as client:
+        deadline = time.monotonic() + 20
+        while client.zcard(PENDING_KEY) < len(sent):  # all six queued in Redis
+            assert time.monotonic() < deadline, fleet.logs()
+            await asyncio.sleep(0.05)
+    served_before = fleet.reports()
+    assert posted(fake, since) < len(sent), "jobs are still queued when the bot stops"
+    await bot.close()
+    replies = await answers(fake, sent, since, timeout=5, fleet=fleet)  # answered while closing
+    assert Counter(kind(r) for r in replies.values()) == {"prediction": len(sent)}
+
+    bot = await start_fleet_bot(start_bot, fleet)
+    assert fleet.reports() == served_before, "the same worker processes serve the same model"
+    user, channel = people[0]
+    since = len(fake.requests)
+    clip = fake.add_attachment(wav_bytes(music_like(3.5, seed=8)), "after.wav", "audio/wav")
+    [message] = await send_all(fake, [(user, channel, clip)])
+    replies = await answers(fake, [message], since, timeout=30, fleet=fleet)
+    assert kind(replies[message["id"]]) == "prediction"
+
+
+def final_embed(fake: FakeDiscord, inter: dict[str, Any]) -> dict[str, Any] | None:
+    for entry in reversed(fake.interaction_responses(inter["id"])):
+        message = entry.get("message") or {}
+        if entry["status"] == 200 and message.get("embeds"):
+            return message["embeds"][0]
+    return None
+
+
+async def test_a_retrained_model_reaches_every_worker(
+    fake_discord: FakeDiscord, start_bot: StartBot, fleet: Fleet
+) -> None:
+    fake = fake_discord
+    people = users_and_channels(fake, 3, "retrain")
+    fleet.start_workers(2)
+    bot = await start_fleet_bot(
+        start_bot, fleet, user_concurrency=6, user_rate=12, user_rate_window_s=600.0
+    )
+    clip = fake.add_attachment(encode(music_like(3.5, seed=9), "mp3"), "song.mp3", "audio/mpeg")
+    since = len(fake.requests)
+    sent = await send_all(fake, [(u, c, clip) for u, c in people for _ in range(2)])
+    before = await answers(fake, sent, since, timeout=60, fleet=fleet)
+    assert {version_of(r) for r in before.values()} == {"shipped-1"}
+
+    admin = fake.add_user("admin", admin=True)
+    inter = await fake.invoke_slash(admin, "retrain")
+    await fake.wait_for(lambda f: final_embed(f, inter), timeout=90)
+    new_version = bot.registry.current_dir().name
+    assert new_version.startswith("stub-")
+    # reload() returned only once every live worker process served it.
+    reports = fleet.reports()
+    assert {r["host"] for r in reports.values()} == {"w1", "w2"}
+    assert {r["version"] for r in reports.values()} == {new_version}
+
+    bot.jobs.answered_by.clear()
+    since = len(fake.requests)
+    sent = await send_all(fake, [(u, c, clip) for u, c in people for _ in range(4)])
+    after = await answers(fake, sent, since, timeout=60, fleet=fleet)
+    assert {version_of(r) for r in after.values()} == {new_version}
+    assert {name.split(":")[0] for name in bot.jobs.answered_by} == {"w1", "w2"}
+    # Each worker has the artifact from the store in Redis, in its own cache, not the bot's path.
+    for worker in fleet.workers:
+        cached = list((fleet.directory / f"cache-{worker.name}").glob("*/metadata.json"))
+        assert any(new_version in path.read_text() for path in cached)
