@@ -8,7 +8,7 @@ import sys
 
 import discord
 
-from bot.client import GenreBot
+from bot.client import GenreBot, shard_options
 from bot.settings import BotSettings, load_settings
 
 log = logging.getLogger("bot")
@@ -74,6 +74,10 @@ def main() -> int:
         The exit status: 0 after a clean stop, 1 when Discord refuses the bot.
     """
     settings = load_settings()  # exits with a clear message when DISCORD_TOKEN is missing
+    try:
+        shard_options(settings)  # a bad shard setting is a start-up error, not a traceback
+    except ValueError as exc:
+        raise SystemExit(f"genre-bot cannot start: {exc}") from None
     configure_logging(settings)
     try:
         asyncio.run(run(settings))

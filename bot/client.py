@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
@@ -162,9 +162,10 @@ def use_endpoints(api_base: str, gateway_url: str) -> tuple[str, yarl.URL]:
     """Point discord.py at a Discord-compatible server; returns the previous endpoints.
 
     discord.py builds every REST URL (webhooks and interaction follow-ups included) from
-    ``Route.BASE``, and opens the first gateway connection at ``DiscordWebSocket.DEFAULT_GATEWAY``
-    (it does not ask ``GET /gateway/bot``; resumes go to READY's ``resume_gateway_url``). Both are
-    class attributes, so they apply to the whole process.
+    ``Route.BASE``. With a shard count set, each shard opens its first connection at
+    ``DiscordWebSocket.DEFAULT_GATEWAY``; without one, the gateway URL comes from
+    ``GET /gateway/bot`` (on ``Route.BASE``). Resumes go to READY's ``resume_gateway_url``. Both
+    are class attributes, so they apply to the whole process.
     """
     previous = (discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
     discord.http.Route.BASE = api_base.rstrip("/")
@@ -265,8 +266,37 @@ async def default_jobs(model_dir: Path, settings: BotSettings) -> ClassifyJobs:
     return jobs
 
 
-class GenreBot(commands.Bot):
+def shard_options(settings: BotSettings) -> dict[str, Any]:
+    """``AutoShardedBot``'s shard arguments from ``GENRE_SHARD_IDS`` / ``GENRE_SHARD_COUNT``.
+
+    Neither set: ``shard_count=None``, so discord.py asks ``GET /gateway/bot`` for Discord's
+    recommended count and runs every shard in this one process. That is what a production bot
+    should do rather than pin 1: Discord refuses a shard holding 2,500 guilds (close 4011), and
+    the recommendation grows with the bot before that happens; below ~1,000 guilds it is 1, which
+    is exactly today's single connection. A count alone: this process runs all those shards. Ids
+    and a count: only those shards, so that several processes split them.
+
+    Raises
+    ------
+    ValueError
+        Shard ids without a count, or an id outside ``0 .. count - 1``.
+    """
+    ids, count = settings.shard_ids, settings.shard_count
+    if ids is None:
+        return {"shard_count": count}
+    if count is None:
+        raise ValueError("GENRE_SHARD_IDS needs GENRE_SHARD_COUNT (the fleet's total)")
+    if not ids or not all(0 <= i < count for i in ids):
+        raise ValueError(f"GENRE_SHARD_IDS must lie in 0..{count - 1} (GENRE_SHARD_COUNT={count})")
+    return {"shard_ids": sorted(ids), "shard_count": count}
+
+
+class GenreBot(commands.AutoShardedBot):
     """genre-bot: connects at once while its workers load the model, then serves the cogs.
+
+    Sharded (``AutoShardedBot``): one gateway connection per shard it runs (see
+    :func:`shard_options`); ``on_ready`` comes once all of them are ready, ``latency`` is their
+    average.
 
     Parameters
     ----------
@@ -296,6 +326,7 @@ class GenreBot(commands.Bot):
             tree_cls=GenreTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            **shard_options(settings),
         )
         self.settings = settings
         self.jobs_factory = jobs_factory
@@ -341,7 +372,14 @@ class GenreBot(commands.Bot):
         log.info("analysis ready in %.1f s", time.monotonic() - started)
 
     async def sync_commands(self) -> None:
-        """Sync slash commands: to the development guild when one is set, else globally."""
+        """Sync slash commands: to the development guild when one is set, else globally.
+
+        In a fleet only the process running shard 0 syncs: commands belong to the application,
+        not to a shard, and N identical overwrites would only spend rate limit.
+        """
+        if self.shard_ids is not None and 0 not in self.shard_ids:
+            log.info("application commands are synced by the process running shard 0")
+            return
         if self.settings.dev_guild_id:
             guild = discord.Object(id=self.settings.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -350,12 +388,18 @@ class GenreBot(commands.Bot):
             synced = await self.tree.sync()
         log.info("synced %d application commands", len(synced))
 
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("shard %d/%s ready", shard_id, self.shard_count)
+
     async def on_ready(self) -> None:
+        # Once per process, after every shard it runs is ready.
         log.info(
-            "ready as %s (%s) in %d guild(s)",
+            "ready as %s (%s) in %d guild(s), shards %s of %s",
             self.user,
             getattr(self.user, "id", "?"),
             len(self.guilds),
+            sorted(self.shards),
+            self.shard_count,
         )
 
     async def close(self) -> None:
