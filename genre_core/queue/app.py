@@ -70,7 +70,11 @@ def make_app(queue_url: str, *, job_timeout_s: float = 120.0) -> Celery:
         task_soft_time_limit=job_timeout_s,
         task_time_limit=job_timeout_s + REDELIVERY_MARGIN_S - 1,
         broker_transport_options=transport_options(job_timeout_s),
-        result_backend_transport_options={"retry_policy": {"timeout": 30.0}},
+        # A worker that finishes a job while Redis restarts keeps its answer and retries storing
+        # it (about a minute), instead of turning it into a failure.
+        result_backend_always_retry=True,
+        result_backend_max_retries=40,
+        result_backend_max_sleep_between_retries_ms=2000,
         result_expires=RESULT_EXPIRES_S,
         # The result names the worker that answered (tests and logs read it).
         result_extended=True,

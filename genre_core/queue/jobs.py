@@ -66,6 +66,17 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 return n + 1
 """
 POLL_S = 0.05
+#: Failures of the queue itself, not of the clip: worth one more run.
+_INFRASTRUCTURE = {"ConnectionError", "TimeoutError", "OperationalError", "WorkerLostError"}
+
+
+def _infrastructure_failure(meta: dict[str, Any]) -> bool:
+    result = meta.get("result")
+    return (
+        meta.get("status") == "FAILURE"
+        and isinstance(result, dict)
+        and str(result.get("exc_type", "")) in _INFRASTRUCTURE
+    )
 
 
 class CeleryJobs(_JobsBase):
@@ -251,6 +262,17 @@ class CeleryJobs(_JobsBase):
         return prediction
 
     async def _run(self, data: bytes, filename: str | None) -> Prediction:
+        # A job lost to the infrastructure (Redis gone longer than the worker could wait to
+        # store its answer) runs once more; one that failed because of the clip does not.
+        for attempt in range(2):
+            meta = await self._run_once(data, filename)
+            if attempt == 0 and _infrastructure_failure(meta):
+                log.warning("job failed on the queue (%s); running it again", meta.get("result"))
+                continue
+            break
+        return self._outcome(meta)
+
+    async def _run_once(self, data: bytes, filename: str | None) -> dict[str, Any]:
         task_id = uuid.uuid4().hex
         depth = await self._retrying(
             self._admit, [PENDING_KEY], [int(self.wait_timeout_s) + 1, task_id, self.max_pending]
@@ -271,7 +293,7 @@ class CeleryJobs(_JobsBase):
             self._waiting.pop(task_id, None)
             with contextlib.suppress(Exception):
                 await self._aredis.zrem(PENDING_KEY, task_id)
-        return self._outcome(meta)
+        return meta
 
     def _send(self, task_id: str, data: bytes, filename: str | None) -> None:
         self.app.send_task(
