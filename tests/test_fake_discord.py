@@ -169,6 +169,138 @@ async def test_zlib_stream_frames_are_complete_sync_flushed_messages(
 
 
 # ---------------------------------------------------------------------------------------
+# sharding and several guilds
+# ---------------------------------------------------------------------------------------
+
+
+def _on(shard_id: int, count: int, guild_ids: list[int]) -> list[int]:
+    return [g for g in guild_ids if (g >> 22) % count == shard_id]
+
+
+async def test_sharded_client_gets_each_guild_and_its_events_on_its_shard_only(
+    fake_discord: FakeDiscord,
+) -> None:
+    fake = fake_discord
+    g0 = fake.add_guild("zero", shard=(0, 2))
+    g1 = fake.add_guild("one", shard=(1, 2))
+    assert (g0 >> 22) % 2 == 0 and (g1 >> 22) % 2 == 1
+    alice = fake.add_user("alice")
+    intents = discord.Intents.default()
+    intents.message_content = True
+    client = discord.AutoShardedClient(intents=intents, shard_count=2)
+    seen: list[str] = []
+    client.event(_named("on_message", lambda m: seen.append(m.content), fake))
+    async with running(client, fake):
+        assert sorted(client.shards) == [0, 1]
+        identified = sorted(c["shard"] for c in fake.gateway.connections if c["op"] == "IDENTIFY")
+        assert identified == [[0, 2], [1, 2]]
+        for gid in fake.guild_ids:
+            guild = client.get_guild(gid)
+            assert guild is not None and not guild.unavailable
+            assert guild.shard_id == (gid >> 22) % 2
+        for shard_id in (0, 1):
+            events = fake.gateway.session_of(shard_id).events
+            assert events[0]["d"]["shard"] == [shard_id, 2]
+            assert [int(g["id"]) for g in events[0]["d"]["guilds"]] == _on(
+                shard_id, 2, fake.guild_ids
+            )
+            created = [int(e["d"]["id"]) for e in events if e["t"] == "GUILD_CREATE"]
+            assert created == _on(shard_id, 2, fake.guild_ids)
+        await fake.send_message(alice, "zero", guild_id=g0)
+        await fake.send_message(alice, "one", guild_id=g1)
+        await fake.send_message(alice, "private", dm=True)
+        await fake.wait_for(lambda f: len(seen) == 3, timeout=5)
+        got = {
+            shard_id: [
+                e["d"]["content"]
+                for e in fake.gateway.session_of(shard_id).events
+                if e["t"] == "MESSAGE_CREATE"
+            ]
+            for shard_id in (0, 1)
+        }
+        # Guild messages on the guild's shard, the DM on shard 0; each exactly once.
+        assert got == {0: ["zero", "private"], 1: ["one"]}
+        # A guild joined later arrives on its shard (GUILD_CREATE), and REST knows it.
+        joined = asyncio.Event()
+        client.event(_named("on_guild_join", lambda g: joined.set(), fake))
+        g3 = fake.add_guild("later", shard=(1, 2))
+        await asyncio.wait_for(joined.wait(), 5)
+        assert client.get_guild(g3) is not None and client.get_guild(g3).shard_id == 1
+        channel = client.get_channel(fake.channel_of(g3))
+        assert channel is not None and channel.guild.id == g3
+        assert (await client.fetch_guild(g3)).name == "later"
+        assert [c.id for c in await client.get_guild(g3).fetch_channels()] == [fake.channel_of(g3)]
+    assert sorted(seen) == ["one", "private", "zero"]
+    assert fake.unknown_requests == [] and fake.invalid_requests == []
+
+
+async def test_gateway_bot_recommends_the_shard_count_the_client_then_runs(
+    fake_discord: FakeDiscord,
+) -> None:
+    fake = fake_discord
+    status, body = await raw(fake, "GET", "/gateway/bot")
+    assert status == 200 and body["shards"] == 1 and body["url"] == fake.gateway_url
+    # The answer has the shape Discord's OpenAPI spec gives it.
+    spec = json.loads(SPEC_PATH.read_text())
+    schema = spec["paths"]["/gateway/bot"]["get"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"]
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator({"components": spec["components"], **schema})
+    assert list(validator.iter_errors(body)) == []
+
+    fake.recommended_shards = 3
+    client = discord.AutoShardedClient(intents=discord.Intents.default())  # no shard_count
+    async with running(client, fake):
+        assert client.shard_count == 3 and sorted(client.shards) == [0, 1, 2]
+        assert sorted(s for s, _ in fake.gateway.sessions) == [0, 1, 2]
+        # Each shard resumes on its own: drop shard 2, the others keep their connections.
+        before = {s: fake.gateway.session_of(s).connection for s in (0, 1)}
+        await fake.drop_connection(4000, shard_id=2)
+        await fake.wait_for(lambda f: f.resumes == 1 and f.connected, timeout=10)
+        assert {s: fake.gateway.session_of(s).connection for s in (0, 1)} == before
+
+
+async def _identify_raw(fake: FakeDiscord, d: dict[str, Any]) -> int | str:
+    """IDENTIFY by hand; the close code, or the first dispatch's event name."""
+    url = fake.gateway_url + "?v=10&encoding=json"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.receive_json(timeout=5)  # HELLO
+        payload = {"token": fake.token, "intents": 1, "properties": {}, **d}
+        await ws.send_str(json.dumps({"op": 2, "d": payload}))
+        msg = await ws.receive(timeout=5)
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            return str(json.loads(msg.data)["t"])
+        assert ws.close_code is not None
+        return ws.close_code
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [0, 0], [-1, 2], [0], "0,1", [0, True], None])
+async def test_identify_with_an_invalid_shard_is_closed_4010(
+    fake_discord: FakeDiscord, shard: Any
+) -> None:
+    assert await _identify_raw(fake_discord, {"shard": shard}) == 4010
+    assert fake_discord.gateway.sessions == {}
+
+
+async def test_too_many_guilds_on_a_shard_is_closed_4011() -> None:
+    fake = FakeDiscord(max_guilds_per_shard=1)
+    await fake.start()
+    try:
+        fake.add_guild("zero", shard=(0, 2))
+        fake.add_guild("one", shard=(1, 2))
+        # Three guilds on one shard: "Sharding required"; split over enough shards: accepted.
+        assert await _identify_raw(fake, {}) == 4011
+        counts = [len(_on(i, 2, fake.guild_ids)) for i in (0, 1)]
+        crowded = counts.index(max(counts))
+        assert await _identify_raw(fake, {"shard": [crowded, 2]}) == 4011
+        assert await _identify_raw(fake, {"shard": [0, 3 * 2**22]}) == "READY"
+    finally:
+        await fake.stop()
+
+
+# ---------------------------------------------------------------------------------------
 # messages
 # ---------------------------------------------------------------------------------------
 

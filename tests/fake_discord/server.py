@@ -564,6 +564,8 @@ class FakeDiscord:
         for session in self.gateway.sessions.values():
             if session.owns(gid):
                 data = self._guild_create_payload(session.intents, gid)
+                # A join, not an outage ending: no "unavailable" (clients tell them apart by it).
+                del data["unavailable"]
                 self._spawn(
                     self.gateway.dispatch("GUILD_CREATE", data, intent=GUILDS, session=session)
                 )
