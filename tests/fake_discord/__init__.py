@@ -14,7 +14,9 @@ discord.py hard-codes Discord's hosts in two places that matter:
    plain ``Client`` / ``commands.Bot`` connects there directly and never calls
    ``GET /gateway/bot`` (only ``AutoShardedClient`` does). Set it to
    ``yarl.URL(fake.gateway_url)``. After READY the client uses the ``resume_gateway_url``
-   the fake sent (``.../gateway/resume``) for RESUME, as with real Discord.
+   the fake sent (``.../gateway/resume``) for RESUME, as with real Discord. An
+   ``AutoShardedClient`` without ``shard_count`` takes the URL (and the count) from
+   ``GET /gateway/bot``, which the fake answers with its own gateway.
 
 Nothing else needs changing: attachment URLs come from the fake's payloads (its CDN),
 ``Asset.BASE`` (avatars) is only used if the bot downloads avatars, and the ``discord.com``
@@ -49,6 +51,12 @@ Fidelity (what the fake enforces, like Discord)
   (except DMs, mentions of the bot and its own messages); zlib-stream transport compression;
   RESUME replays missed dispatches; IDENTIFY with a bad token → close 4004, disallowed
   privileged intents → 4014.
+* Shards and guilds: :meth:`FakeDiscord.add_guild` adds guilds (on a chosen shard, by
+  Discord's ``(guild_id >> 22) % num_shards``); each IDENTIFY's ``shard`` opens its own session,
+  whose READY and GUILD_CREATEs cover only its guilds; guild events go to the owning shard
+  only, DMs to shard 0; an invalid shard → 4010, too many guilds on one shard → 4011;
+  ``drop_connection`` / ``request_reconnect`` take a ``shard_id``. ``GET /gateway/bot``
+  recommends one shard per 1,000 guilds (or ``recommended_shards``).
 * Commands can only be invoked once synced (``require_synced``), with the synced option types,
   and ``default_member_permissions`` hide them from members lacking those permissions.
 * Components: ``click_button`` / ``choose_select`` only act on components the message shows
