@@ -7,9 +7,10 @@ setup:
 run: setup
 	.venv/bin/genre-bot
 
-# espeak-ng and sox synthesise the speech and noise clips some tests use.
+# espeak-ng and sox synthesise the speech and noise clips some tests use; redis-server runs the
+# fleet's work queue in tests/test_fleet_queue.py.
 test:
-	@scripts/setup.sh espeak-ng sox
+	@scripts/setup.sh espeak-ng sox redis-server
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q
 

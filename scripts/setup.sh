@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what genre-bot needs on a fresh Debian machine: system packages (ffmpeg, plus the
-# test-only tools given as arguments), then the .venv with the project and its Python packages.
+# test-only tools given as arguments: `make test` asks for espeak-ng, sox and redis-server), then
+# the .venv with the project and its Python packages.
 # Idempotent: each step is skipped when already done. Works as root (a bare container) and as a
 # user with sudo. tests/test_setup_script.py runs it against a stand-in apt-get.
 set -euo pipefail

@@ -30,14 +30,18 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import ROOT, StartBot, music_like
+from conftest import ROOT, STUB_WEIGHTS, StartBot, make_stub_artifact, music_like
 from fake_discord import FakeDiscord
 from synth import encode, wav_bytes
 
 from bot.client import default_jobs
+from genre_core.audio import decode
+from genre_core.errors import GenreError, ModelError, NotAudioError
+from genre_core.jobs import BusyError, JobTimeoutError
 from genre_core.queue import store
 from genre_core.queue.app import make_app
 from genre_core.queue.jobs import PENDING_KEY, CeleryJobs
+from genre_core.settings import Limits
 
 REDIS_SERVER = shutil.which("redis-server")
 GENRE_WORKER = Path(sys.executable).with_name("genre-worker")
@@ -415,3 +419,60 @@ async def test_a_retrained_model_reaches_every_worker(
     for worker in fleet.workers:
         cached = list((fleet.directory / f"cache-{worker.name}").glob("*/metadata.json"))
         assert any(new_version in path.read_text() for path in cached)
+
+
+async def test_errors_timeouts_the_fleet_wide_bound_and_a_refused_model(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Two runners (two bots) on one queue and one worker: what a user is told comes back as
+    the same error class and sentence; the bound holds across both runners; a model a worker
+    cannot load is refused and the previous one keeps serving on every worker."""
+    fleet.start_workers(1, loader="conftest:load_hanging_stub", job_timeout_s=5)
+    shipped = make_stub_artifact(tmp_path / "shipped", "shipped-1", 0.5)
+    runners = [
+        CeleryJobs(shipped, queue_url=fleet.redis.url, max_pending=2, job_timeout_s=5,
+                   start_timeout_s=30)
+        for _ in range(2)
+    ]
+    a, b = runners
+    try:
+        for jobs in runners:
+            await jobs.start()
+        await asyncio.wait_for(asyncio.gather(a.ready(), b.ready()), 60)
+
+        garbage = b"this is not audio" * 50
+        with pytest.raises(GenreError) as local:
+            decode(garbage, Limits())
+        with pytest.raises(NotAudioError) as remote:
+            await a.classify(garbage, "notes.mp3")
+        assert type(remote.value) is type(local.value)
+        assert str(remote.value) == str(local.value)
+
+        slow = wav_bytes(music_like(3.5, seed=2))
+        first = asyncio.ensure_future(a.classify(slow, "slow.wav"))
+        second = asyncio.ensure_future(b.classify(slow, "slow.wav"))
+        with fleet.client() as client:
+            while client.zcard(PENDING_KEY) < 2:
+                await asyncio.sleep(0.02)
+        assert b.pending == 1, "b alone would admit one more"
+        with pytest.raises(BusyError):
+            await b.classify(slow, "slow.wav")  # the fleet holds max_pending=2 already
+        assert [p.model_version for p in await asyncio.gather(first, second)] == ["shipped-1"] * 2
+
+        started = time.monotonic()
+        with pytest.raises(JobTimeoutError, match="longer than 5 s"):
+            await a.classify(slow, "hang.wav")
+        assert time.monotonic() - started < 12
+
+        broken = make_stub_artifact(tmp_path / "broken", "broken-2", 0.9)
+        (broken / "model.keras").write_bytes(STUB_WEIGHTS[:4])
+        with pytest.raises(ModelError, match="could not load model broken-2"):
+            await a.reload(broken)
+        assert {r["version"] for r in fleet.reports().values()} == {"shipped-1"}
+        prediction = await b.classify(wav_bytes(music_like(3.5)), "after.wav")
+        assert prediction.model_version == "shipped-1"
+        with fleet.client() as client:
+            assert store.announced(client)["version"] == "shipped-1"
+    finally:
+        for jobs in runners:
+            await jobs.close()

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "setup.sh"
 BASH = shutil.which("bash") or "/bin/bash"
-TOOLS = ["ffmpeg", "espeak-ng", "sox"]  # what `make test` asks for: ffmpeg plus its two tools
+TOOLS = ["ffmpeg", "espeak-ng", "sox", "redis-server"]  # what `make test` asks for
 
 APT_GET = """#!{bash}
 echo "apt-get $* [DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}}]" >> "$SETUP_LOG"
@@ -75,7 +75,7 @@ def machine(tmp_path: Path):
         if apt_fails:
             env["APT_FAILS"] = "1"
         done = subprocess.run(
-            [BASH, str(project / "scripts" / "setup.sh"), "espeak-ng", "sox"],
+            [BASH, str(project / "scripts" / "setup.sh"), *TOOLS[1:]],
             env=env, capture_output=True, text=True, timeout=60,
         )
         calls = log.read_text().splitlines() if log.exists() else []
@@ -90,9 +90,9 @@ def test_as_root_installs_the_missing_tools_with_apt_get(machine) -> None:
     assert done.returncode == 0, done.stderr
     assert calls == [
         "apt-get update -qq [DEBIAN_FRONTEND=]",
-        "apt-get install -y -qq ffmpeg espeak-ng sox [DEBIAN_FRONTEND=noninteractive]",
+        "apt-get install -y -qq ffmpeg espeak-ng sox redis-server [DEBIAN_FRONTEND=noninteractive]",
     ]
-    assert "installing system packages: ffmpeg espeak-ng sox" in done.stdout
+    assert "installing system packages: ffmpeg espeak-ng sox redis-server" in done.stdout
     assert all((machine.fake_bin / tool).is_file() for tool in TOOLS)
 
 
@@ -102,8 +102,9 @@ def test_as_a_user_goes_through_sudo(machine) -> None:
     assert calls == [
         "sudo apt-get update -qq",
         "apt-get update -qq [DEBIAN_FRONTEND=]",
-        "sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng sox",
-        "apt-get install -y -qq ffmpeg espeak-ng sox [DEBIAN_FRONTEND=noninteractive]",
+        "sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng sox "
+        "redis-server",
+        "apt-get install -y -qq ffmpeg espeak-ng sox redis-server [DEBIAN_FRONTEND=noninteractive]",
     ]
 
 
@@ -120,7 +121,7 @@ def test_without_apt_get_it_says_what_to_install(machine) -> None:
     assert done.returncode == 1
     assert calls == []
     assert done.stderr.strip() == (
-        "setup: cannot install ffmpeg espeak-ng sox: there is no apt-get here. "
+        "setup: cannot install ffmpeg espeak-ng sox redis-server: there is no apt-get here. "
         "Install them with your system's package manager, then run this again."
     )
 
@@ -130,11 +131,11 @@ def test_a_user_without_sudo_is_told_to_install_as_root(machine) -> None:
     assert done.returncode == 1
     assert calls == []
     assert "needs root, and there is no sudo here" in done.stderr
-    assert "apt-get install ffmpeg espeak-ng sox" in done.stderr
+    assert "apt-get install ffmpeg espeak-ng sox redis-server" in done.stderr
 
 
 def test_a_failing_apt_get_is_reported(machine) -> None:
     done, calls = machine(0, apt_fails=True)
     assert done.returncode == 1
     assert calls == ["apt-get update -qq [DEBIAN_FRONTEND=]"]
-    assert "apt-get could not install ffmpeg espeak-ng sox" in done.stderr
+    assert "apt-get could not install ffmpeg espeak-ng sox redis-server" in done.stderr

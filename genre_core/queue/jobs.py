@@ -135,6 +135,7 @@ class CeleryJobs(_JobsBase):
         self._admit = self._aredis.register_script(_ADMIT)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._model: dict[str, Any] = {}
         self._closed = False
         #: Workers (``host:pid``) that answered, for logs and tests.
@@ -146,6 +147,17 @@ class CeleryJobs(_JobsBase):
         announcement = await self._publish(model_dir)
         await self._announce_and_wait(announcement, every=False)
         self._model = announcement
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self._count_workers())
+
+    async def _count_workers(self) -> None:
+        """Keep ``genre_workers`` at the number of worker processes serving this model."""
+        while not self._closed:
+            with contextlib.suppress(Exception):
+                reports = await asyncio.to_thread(store.reports, self._redis)
+                ident = self._model.get("id")
+                metrics.WORKERS.set(sum(1 for r in reports.values() if r.get("model") == ident))
+            await asyncio.sleep(5.0)
 
     async def _publish(self, model_dir: Path) -> dict[str, Any]:
         try:
@@ -250,16 +262,11 @@ class CeleryJobs(_JobsBase):
         """
         if self._closed:
             raise GenreError("The analyser is not running.")
-        started = time.monotonic()
-        try:
-            with self._admission.slot():
-                await self.ready()
-                prediction = await self._run(data, filename)
-        except GenreError as exc:
-            metrics.JOB_ERRORS.labels(reason=exc.code).inc()
-            raise
-        metrics.JOB_SECONDS.observe(time.monotonic() - started)
-        return prediction
+        # The slot is where every runner's clips are counted for the metrics (depth, seconds,
+        # errors by code, the fleet's BusyError included): not counted again here.
+        with self._admission.slot():
+            await self.ready()
+            return await self._run(data, filename)
 
     async def _run(self, data: bytes, filename: str | None) -> Prediction:
         # A job lost to the infrastructure (Redis gone longer than the worker could wait to
@@ -279,7 +286,6 @@ class CeleryJobs(_JobsBase):
         )
         if depth < 0:
             raise BusyError()
-        metrics.QUEUE_DEPTH.set(depth)
         answer = asyncio.get_running_loop().create_future()
         self._waiting[task_id] = answer
         try:
@@ -352,12 +358,14 @@ class CeleryJobs(_JobsBase):
     async def close(self) -> None:
         """Stop submitting and reading; the jobs already queued stay in Redis for the workers."""
         self._closed = True
+        metrics.WORKERS.set(0)
         if self._starting is not None:
             self._starting.cancel()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(BaseException):
-                await self._poller
+        for task in (self._poller, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
