@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -50,13 +51,13 @@ TARGETS = {
 COUNTS = {
     "full": {"clip_runs": 20, "song_runs": 5, "probe_runs": 10, "numpy_runs": 20, "ref_runs": 3,
              "throughput_clips": 24, "ref_throughput_clips": 4, "cold_repeats": 2,
-             "shipped_runs": 5, "musicnn_runs": 3, "bot_clips": 20},
+             "shipped_runs": 5, "musicnn_runs": 3, "bot_clips": 20, "fleet_clips": 24},
     "quick": {"clip_runs": 7, "song_runs": 2, "probe_runs": 5, "numpy_runs": 5, "ref_runs": 1,
               "throughput_clips": 10, "ref_throughput_clips": 2, "cold_repeats": 1,
-              "shipped_runs": 2, "musicnn_runs": 1, "bot_clips": 20},
+              "shipped_runs": 2, "musicnn_runs": 1, "bot_clips": 20, "fleet_clips": 10},
     "tiny": {"clip_runs": 1, "song_runs": 1, "probe_runs": 1, "numpy_runs": 1, "ref_runs": 1,
              "throughput_clips": 2, "ref_throughput_clips": 2, "cold_repeats": 1,
-             "shipped_runs": 1, "musicnn_runs": 1, "bot_clips": 3},
+             "shipped_runs": 1, "musicnn_runs": 1, "bot_clips": 3, "fleet_clips": 2},
 }
 
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="one repetition on short synthetic clips: checks, not figures")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--no-lag", action="store_true", help="skip the bot event-loop lag")
+    parser.add_argument("--no-fleet", action="store_true",
+                        help="skip the work queue (Celery + Redis, genre-worker) throughput")
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     n = COUNTS[mode]
@@ -139,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
                 clip, n_clips=n["bot_clips"], workers=WORKERS))
             results |= measure.timed("bot start to first answer", lambda: first_answer.measure(
                 clip, workers=WORKERS))
+        if not args.no_fleet and shutil.which("redis-server"):
+            from bench import fleet
+
+            # The default family through the fleet's queue, 1 and 2 genre-workers, against the
+            # in-process pool (--tiny: the stand-in classifier, to check the path cheaply).
+            results |= measure.timed("fleet throughput, 1 and 2 genre-workers", lambda: (
+                fleet.measure_tiny(clip.path, n["fleet_clips"]) if args.tiny else
+                fleet.measure(clip.path, n_clips=n["fleet_clips"], model_dir=shipped_dir)))
+        elif not args.no_fleet:
+            print("no redis-server: the fleet's throughput is not measured", file=sys.stderr)
     results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
     results |= ratios(results)
@@ -199,6 +212,9 @@ def table(r: dict[str, float | int | str]) -> str:
         "clip_30s_ref_throughput_clips_per_s", "clip_30s_throughput_clips_per_s_ratio")
     row("cold start s (start → 1st prediction)", "fast_cold_start_s", "ref_cold_start_s",
         "cold_start_s_ratio")
+    row("fleet clips/s, 1 genre-worker (default family)", "fleet_1_worker_clips_per_s", None, None)
+    row("fleet clips/s, 2 genre-workers", "fleet_2_workers_clips_per_s", None, None)
+    row("in-process pool clips/s, same run", "fleet_in_process_clips_per_s", None, None)
     row("peak RSS MB (fast: both clips; ref: 30-s)", "fast_peak_rss_mb", "ref_peak_rss_mb", None)
     row("shipped cold start s", "shipped_cold_start_s", None, None)
     row("shipped peak RSS MB", "shipped_peak_rss_mb", None, None)
