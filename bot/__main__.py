@@ -92,6 +92,18 @@ def main() -> int:
             "Portal (Bot > Privileged Gateway Intents), then start it again."
         )
         return 1
+    except discord.ConnectionClosed as exc:
+        # Discord's word on the shard settings: say which setting to change, not a traceback.
+        if exc.code == 4010:
+            log.error("Discord refused the shard: check GENRE_SHARD_IDS and GENRE_SHARD_COUNT.")
+        elif exc.code == 4011:
+            log.error(
+                "Discord requires more shards for this many servers: raise GENRE_SHARD_COUNT "
+                "in every process, or unset it to use Discord's recommended count."
+            )
+        else:
+            raise
+        return 1
     return 0
 
 

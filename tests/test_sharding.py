@@ -119,7 +119,9 @@ class ShardProcess:
                 self.ready.set()
 
 
-async def start_shard(fake: FakeDiscord, tmp_path: Path, shard_id: int) -> ShardProcess:
+async def start_shard(
+    fake: FakeDiscord, tmp_path: Path, shard_id: int, *, count: int = SHARDS
+) -> ShardProcess:
     model = tmp_path / "models" / "genre"
     if not model.is_dir():
         make_stub_artifact(model, "shipped-1", 0.5)
@@ -130,7 +132,7 @@ async def start_shard(fake: FakeDiscord, tmp_path: Path, shard_id: int) -> Shard
             "DISCORD_API_BASE": fake.api_base,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
             "GENRE_SHARD_IDS": str(shard_id),
-            "GENRE_SHARD_COUNT": str(SHARDS),
+            "GENRE_SHARD_COUNT": str(count),
             "GENRE_MODEL_DIR": str(model),
             "GENRE_STATE_DIR": str(tmp_path / f"var-{shard_id}"),
             "GENRE_ALLOW_PRIVATE_URLS": "true",  # the fake's CDN is on 127.0.0.1
@@ -316,3 +318,21 @@ async def test_invalid_shard_settings_stop_python_m_bot_with_a_message(tmp_path:
     assert b"genre-bot cannot start: GENRE_SHARD_IDS must lie in 0..1" in out
     assert b"Traceback" not in out
 
+
+
+async def test_discord_refusing_the_shard_count_stops_the_bot_with_advice(tmp_path: Path) -> None:
+    """Close 4011 (Sharding required): too many guilds for GENRE_SHARD_COUNT. The process says
+    what to change and exits 1, instead of a traceback."""
+    fake = FakeDiscord(max_guilds_per_shard=1)
+    await fake.start()
+    try:
+        fake.add_guild("one more")  # two guilds on the one shard of GENRE_SHARD_COUNT=1
+        shard = await start_shard(fake, tmp_path, 0, count=1)
+        code = await asyncio.wait_for(shard.process.wait(), timeout=120)
+        assert shard.reader is not None
+        await shard.reader
+    finally:
+        await fake.stop()
+    assert code == 1, shard.output[-3000:]
+    assert "Discord requires more shards" in shard.output
+    assert "Traceback" not in shard.output, shard.output[-3000:]
