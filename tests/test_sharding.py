@@ -238,6 +238,13 @@ async def test_two_shard_processes_each_answer_only_their_guilds(
         assert delivered_to(fake, shard_id, "MESSAGE_CREATE", message["id"])
         assert not delivered_to(fake, 1 - shard_id, "MESSAGE_CREATE", message["id"])
 
+    # A file sent in a DM: Discord sends DMs to shard 0 only, so its process answers.
+    attachment = fake.add_attachment(mp3_clip, "song.mp3", "audio/mpeg")
+    dm = await fake.send_message(user, "", [attachment], dm=True)
+    await answered(fake, dm)
+    assert delivered_to(fake, 0, "MESSAGE_CREATE", dm["id"])
+    assert not delivered_to(fake, 1, "MESSAGE_CREATE", dm["id"])
+
     # /genre in each guild: one process acknowledges it (a second one would get 40060).
     for shard_id, guild in enumerate(guilds):
         attachment = fake.add_attachment(mp3_clip, "song.mp3", "audio/mpeg")
