@@ -341,11 +341,12 @@ class GenreBot(commands.AutoShardedBot):
         self.url_session: aiohttp.ClientSession
         self.registry: ModelRegistry
         self.labels: LabelStore | None = None
+        self.metrics_server: metrics.MetricsServer | None = None
 
     async def setup_hook(self) -> None:
         # Runs after login and before the gateway connects: READY waits for this, but not for
         # the workers, which load the model meanwhile (clips that come first wait for them).
-        metrics.serve(self.settings.metrics_port)
+        self.metrics_server = metrics.serve(self.settings.metrics_port)
         timeout = aiohttp.ClientTimeout(total=self.settings.download_timeout_s)
         self.session = aiohttp.ClientSession(timeout=timeout)
         self.url_session = url_session(
@@ -420,4 +421,8 @@ class GenreBot(commands.AutoShardedBot):
             await jobs.close()
         if self.labels is not None:
             await self.labels.close()
+        if self.metrics_server is not None:
+            # Last: whoever scrapes sees the shutdown's final figures until the very end.
+            self.metrics_server.close()
+            self.metrics_server = None
         use_endpoints(self._previous_endpoints[0], str(self._previous_endpoints[1]))

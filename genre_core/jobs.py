@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
+from genre_core import metrics
 from genre_core.errors import GenreError, ModelError
 from genre_core.result import Prediction
 from genre_core.settings import Limits
@@ -168,13 +169,29 @@ class _Admission:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
+        """One job's place in the queue; also what the metrics see of it (both runners pass
+        every clip through here): depth, seconds to the answer, errors by their code."""
         if self.pending >= self.max_pending:
+            metrics.JOB_ERRORS.labels(reason=BusyError.code).inc()
+            metrics.CLIPS.labels(outcome="failed").inc()
             raise BusyError()
         self.pending += 1
+        metrics.QUEUE_DEPTH.inc()
+        started = time.monotonic()
         try:
             yield
+        except Exception as exc:
+            metrics.JOB_ERRORS.labels(reason=getattr(exc, "code", "internal")).inc()
+            metrics.CLIPS.labels(outcome="failed").inc()
+            raise
+        else:
+            metrics.CLIPS.labels(outcome="answered").inc()
         finally:
+            # A cancelled job (the bot shutting down) is neither answered nor failed, but it
+            # leaves the queue all the same.
             self.pending -= 1
+            metrics.QUEUE_DEPTH.dec()
+            metrics.JOB_SECONDS.observe(time.monotonic() - started)
 
 
 # --- process pool -------------------------------------------------------------------------------
@@ -417,6 +434,7 @@ class ProcessJobs(_JobsBase):
             raise
         finally:
             ready.close()
+        metrics.WORKERS.set(self.workers)
         log.info(
             "%d analysis worker(s) ready with model %s (%s)",
             self.workers,
@@ -509,6 +527,7 @@ class ProcessJobs(_JobsBase):
         async with self._lock:
             if self._closed or generation != self._generation:
                 return  # another job already rebuilt it
+            metrics.WORKERS.set(0)  # the broken pool serves nobody until the new one is up
             old = self._pool
             try:
                 self._pool, self._info = await self._spawn(self.model_dir)
@@ -543,6 +562,7 @@ class ProcessJobs(_JobsBase):
     async def close(self) -> None:
         """Stop the workers (waits for them to exit)."""
         self._closed = True
+        metrics.WORKERS.set(0)
         if self._starting is not None:
             self._starting.cancel()
         for task in list(self._background):
@@ -596,6 +616,7 @@ class ThreadJobs(_JobsBase):
         self.loader = loader
         self.limits = limits
         self.job_timeout_s = job_timeout_s
+        self.workers = workers
         self._admission = _Admission(max_pending)
         self._executor: Executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="genre-job"
@@ -610,6 +631,7 @@ class ThreadJobs(_JobsBase):
 
     async def _serve(self, model_dir: Path) -> None:
         self._classifier = await self._load(model_dir)
+        metrics.WORKERS.set(self.workers)
 
     async def classify(self, data: bytes, filename: str | None) -> Prediction:
         """Analyse one clip in a thread; see :meth:`ProcessJobs.classify`."""
@@ -643,6 +665,7 @@ class ThreadJobs(_JobsBase):
         if self._starting is not None:
             self._starting.cancel()
         self._classifier = None
+        metrics.WORKERS.set(0)
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
 
