@@ -8,9 +8,9 @@ run: setup
 	.venv/bin/genre-bot
 
 # espeak-ng and sox synthesise the speech and noise clips some tests use; redis-server runs the
-# fleet's work queue in tests/test_fleet_queue.py.
+# fleet's work queue in tests/test_fleet_queue.py; postgresql the label store's tests.
 test:
-	@scripts/setup.sh espeak-ng sox redis-server
+	@scripts/setup.sh espeak-ng sox redis-server postgresql
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q
 

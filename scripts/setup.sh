@@ -9,9 +9,20 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 
 tools=(ffmpeg "$@")
+# Debian's postgresql (the label store's tests) keeps its programs off PATH, in
+# /usr/lib/postgresql/<version>/bin: it is there when an initdb is (tests/fleet_servers.py looks
+# in the same places).
+postgresql_lib=${POSTGRESQL_LIB:-/usr/lib/postgresql}
+have() {
+    case "$1" in
+        postgresql) command -v initdb >/dev/null 2>&1 ||
+                    compgen -G "$postgresql_lib/*/bin/initdb" >/dev/null ;;
+        *) command -v "$1" >/dev/null 2>&1 ;;
+    esac
+}
 need=()
 for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+    have "$tool" || need+=("$tool")
 done
 # Debian's own python3 leaves venv's pip bootstrap out; python3-venv brings it.
 if [ ! -x .venv/bin/python ] && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -43,7 +54,7 @@ if [ ${#need[@]} -gt 0 ]; then
         exit 1
     fi
     for tool in "${tools[@]}"; do
-        command -v "$tool" >/dev/null 2>&1 || {
+        have "$tool" || {
             echo "setup: '$tool' is still not on PATH after apt-get install." >&2; exit 1; }
     done
 fi

@@ -19,15 +19,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "setup.sh"
 BASH = shutil.which("bash") or "/bin/bash"
-TOOLS = ["ffmpeg", "espeak-ng", "sox", "redis-server"]  # what `make test` asks for
+TOOLS = ["ffmpeg", "espeak-ng", "sox", "redis-server"]  # `make test` asks for these (+ postgresql)
 
 APT_GET = """#!{bash}
 echo "apt-get $* [DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}}]" >> "$SETUP_LOG"
 [ -z "${{APT_FAILS:-}}" ] || exit 100
 if [ "$1" = install ]; then
     for arg in "$@"; do
-        case "$arg" in -*|install) ;; *) printf '#!{bash}\\n' > "$FAKE_BIN/$arg"
-                                          {chmod} +x "$FAKE_BIN/$arg" ;; esac
+        case "$arg" in -*|install) ;;
+            postgresql) {mkdir} -p "$POSTGRESQL_LIB/15/bin"  # Debian's place, off PATH
+                        printf '#!{bash}\\n' > "$POSTGRESQL_LIB/15/bin/initdb" ;;
+            *) printf '#!{bash}\\n' > "$FAKE_BIN/$arg"
+               {chmod} +x "$FAKE_BIN/$arg" ;; esac
     done
 fi
 """
@@ -42,7 +45,8 @@ echo "$FAKE_UID"
 
 def stand_in(directory: Path, name: str, body: str) -> None:
     path = directory / name
-    path.write_text(body.format(bash=BASH, chmod=shutil.which("chmod") or "/bin/chmod"))
+    path.write_text(body.format(bash=BASH, chmod=shutil.which("chmod") or "/bin/chmod",
+                                mkdir=shutil.which("mkdir") or "/bin/mkdir"))
     path.chmod(0o755)
 
 
@@ -65,23 +69,26 @@ def machine(tmp_path: Path):
     stand_in(fake_bin, "id", ID)
     log = tmp_path / "calls.log"
 
-    def run(uid: int, *, apt: bool = True, sudo: bool = True, apt_fails: bool = False):
+    def run(uid: int, *, apt: bool = True, sudo: bool = True, apt_fails: bool = False,
+            tools: tuple[str, ...] = tuple(TOOLS[1:])):
         if apt:
             stand_in(fake_bin, "apt-get", APT_GET)
         if sudo:
             stand_in(fake_bin, "sudo", SUDO)
         env = {"PATH": str(fake_bin), "FAKE_BIN": str(fake_bin), "FAKE_UID": str(uid),
-               "SETUP_LOG": str(log), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+               "SETUP_LOG": str(log), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+               "POSTGRESQL_LIB": str(tmp_path / "usr-lib-postgresql")}
         if apt_fails:
             env["APT_FAILS"] = "1"
         done = subprocess.run(
-            [BASH, str(project / "scripts" / "setup.sh"), *TOOLS[1:]],
+            [BASH, str(project / "scripts" / "setup.sh"), *tools],
             env=env, capture_output=True, text=True, timeout=60,
         )
         calls = log.read_text().splitlines() if log.exists() else []
         return done, calls
 
     run.fake_bin = fake_bin
+    run.postgresql_lib = tmp_path / "usr-lib-postgresql"
     return run
 
 
@@ -139,3 +146,15 @@ def test_a_failing_apt_get_is_reported(machine) -> None:
     assert done.returncode == 1
     assert calls == ["apt-get update -qq [DEBIAN_FRONTEND=]"]
     assert "apt-get could not install ffmpeg espeak-ng sox redis-server" in done.stderr
+
+
+def test_postgresql_is_installed_once_and_found_off_path(machine) -> None:
+    # `make test` asks for postgresql too: Debian puts its programs in a versioned folder that
+    # is not on PATH, so a second run must find them there and install nothing.
+    done, calls = machine(0, tools=("postgresql",))
+    assert done.returncode == 0, done.stderr
+    assert calls[-1] == "apt-get install -y -qq ffmpeg postgresql [DEBIAN_FRONTEND=noninteractive]"
+    assert (machine.postgresql_lib / "15" / "bin" / "initdb").is_file()
+    again, calls_again = machine(0, tools=("postgresql",))
+    assert again.returncode == 0, again.stderr
+    assert calls_again == calls and "installing" not in again.stdout
