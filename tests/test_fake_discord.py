@@ -254,12 +254,28 @@ async def test_gateway_bot_recommends_the_shard_count_the_client_then_runs(
     client = discord.AutoShardedClient(intents=discord.Intents.default())  # no shard_count
     async with running(client, fake):
         assert client.shard_count == 3 and sorted(client.shards) == [0, 1, 2]
-        assert sorted(s for s, _ in fake.gateway.sessions) == [0, 1, 2]
+        assert sorted(s.shard for s in fake.gateway.sessions.values()) == [(0, 3), (1, 3), (2, 3)]
         # Each shard resumes on its own: drop shard 2, the others keep their connections.
         before = {s: fake.gateway.session_of(s).connection for s in (0, 1)}
         await fake.drop_connection(4000, shard_id=2)
         await fake.wait_for(lambda f: f.resumes == 1 and f.connected, timeout=10)
         assert {s: fake.gateway.session_of(s).connection for s in (0, 1)} == before
+
+
+async def test_a_shard_run_twice_gets_its_events_twice(fake_discord: FakeDiscord) -> None:
+    """Discord does not stop two processes identifying as the same shard: both get its events
+    (so a fleet must run each shard once). The fake does the same."""
+    fake = fake_discord
+    alice = fake.add_user("alice")
+    seen: list[str] = []
+    first, second = make_client(), make_client()
+    for name, client in (("first", first), ("second", second)):
+        client.event(_named("on_message", lambda m, n=name: seen.append(n), fake))
+    async with running(first, fake), running(second, fake):
+        assert len(fake.gateway.sessions) == 2 and fake.connected
+        await fake.send_message(alice, "hello")
+        await fake.wait_for(lambda f: len(seen) == 2, timeout=5)
+    assert sorted(seen) == ["first", "second"]
 
 
 async def _identify_raw(fake: FakeDiscord, d: dict[str, Any]) -> int | str:

@@ -184,14 +184,16 @@ class Session:
 class Gateway:
     """Server side of the gateway for :class:`~fake_discord.FakeDiscord`.
 
-    Holds one session per shard the bot identified (``sessions``, keyed by
-    ``(shard_id, num_shards)``): an unsharded bot has one, ``(0, 1)``. Each guild event goes to
-    the session(s) owning the guild by :func:`shard_of`; DMs go to shard 0.
+    Holds the bot's sessions (``sessions``, by session id), one per IDENTIFY: an unsharded bot
+    has one, shard ``(0, 1)``. Each guild event goes to every session owning the guild by
+    :func:`shard_of`; DMs go to shard 0. Two live sessions of one shard both get its events, as
+    on Discord (a fleet that runs a shard twice answers twice); a new IDENTIFY replaces only
+    sessions of its shard that lost their connection.
     """
 
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
-        self.sessions: dict[tuple[int, int], Session] = {}
+        self.sessions: dict[str, Session] = {}
         self.connections: list[dict[str, Any]] = []
         self._live: set[Connection] = set()
         # Serialises dispatch against RESUME replay so no event is lost or duplicated.
@@ -488,10 +490,11 @@ class Gateway:
             connection=conn,
         )
         conn.session = session
-        # A new IDENTIFY of the same shard starts over: the old session is gone (pop first,
-        # so that ``session`` names the latest).
-        self.sessions.pop(shard, None)
-        self.sessions[shard] = session
+        # A client re-identifies after losing a session: that one is gone. A live session of
+        # the same shard stays (another process running it), and gets its events too.
+        for stale in [k for k, s in self.sessions.items() if s.shard == shard and not s.live]:
+            del self.sessions[stale]
+        self.sessions[session.session_id] = session
         fake._changed()
         ready = fake._ready_payload(session.session_id, guilds)
         if sharded:
@@ -506,9 +509,7 @@ class Gateway:
 
     async def _resume(self, conn: Connection, d: dict[str, Any]) -> bool:
         seq = d.get("seq")
-        session = next(
-            (s for s in self.sessions.values() if s.session_id == d.get("session_id")), None
-        )
+        session = self.sessions.get(str(d.get("session_id")))
         valid = (
             session is not None
             and d.get("token") == self.fake.token
