@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from conftest import assert_clean, load_hanging_stub, make_stub_artifact, music_like
+from conftest import assert_clean, load_hanging_stub, load_stub, make_stub_artifact, music_like
 from fleet_servers import free_port
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,7 +22,7 @@ from synth import wav_bytes
 from test_community_labels import answer_text, controls, drop
 
 from genre_core import metrics
-from genre_core.jobs import BusyError, JobTimeoutError, ThreadJobs
+from genre_core.jobs import BusyError, JobTimeoutError, ProcessJobs, ThreadJobs
 
 if TYPE_CHECKING:
     from conftest import StartBot
@@ -106,6 +106,20 @@ async def test_queue_depth_busy_and_timeouts_are_counted(tmp_path: Path) -> None
     assert value("genre_job_errors_total", reason="job_timeout") == timeouts + 1
     await jobs.close()
     assert value("genre_workers") == 0
+
+
+async def test_the_process_pool_reports_its_workers_and_answers(tmp_path: Path) -> None:
+    model = make_stub_artifact(tmp_path / "model", "m1", 0.5)
+    answered = REGISTRY.get_sample_value("genre_clips_total", {"outcome": "answered"}) or 0.0
+    jobs = await ProcessJobs.create(model, loader=load_stub, workers=1, max_pending=2)
+    try:
+        assert REGISTRY.get_sample_value("genre_workers") == 1
+        await jobs.classify(wav_bytes(music_like(4.0)), "a.wav")
+        assert REGISTRY.get_sample_value("genre_clips_total", {"outcome": "answered"}) == (
+            answered + 1)
+    finally:
+        await jobs.close()
+    assert REGISTRY.get_sample_value("genre_workers") == 0
 
 
 async def test_the_endpoint_frees_its_port_when_closed() -> None:
