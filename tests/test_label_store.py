@@ -189,9 +189,10 @@ async def test_the_schema_is_versioned_by_alembic(database: Database) -> None:
                           {c["name"]: c["type"] for c in inspect(sync).get_columns("clips")}))
         dialect = connection.dialect.name
     await again.close()
-    assert version == "0001"
+    assert version == "0002"
     assert {"clips", "votes", "reviews", "genres", "vote_log", "meta"} <= tables
     if dialect == "postgresql":  # the server's own types, not text stand-ins
+        assert str(clips["id"]) == "BIGINT"
         assert isinstance(clips["audio"], LargeBinary)  # bytea
         assert str(clips["guild_id"]) == "BIGINT" and str(clips["probabilities"]) == "JSON"
         assert clips["created_at"].timezone is True  # timestamptz
@@ -210,6 +211,24 @@ async def test_values_come_back_as_they_went_in(store: LabelStore) -> None:
     assert record["votes"][0]["user_id"] == snowflake + 1
     created = datetime.fromisoformat(record["created_at"])
     assert created.tzinfo is not None and abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+
+
+async def test_row_ids_go_past_32_bits(store: LabelStore) -> None:
+    # A fleet's rate-limit log takes a row per vote: ids must not stop at 2**31 - 1.
+    first = await store.add_clip(new_clip())
+    async with store.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            for table in ("clips", "vote_log", "votes"):
+                await connection.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 3000000000)")
+        else:  # SQLite numbers new rows past the largest rowid
+            await connection.execute(update(Clip).where(Clip.id == first).values(id=3_000_000_000))
+    big = await store.add_clip(new_clip())
+    assert big > 2**31
+    await store.vote(big, 20, "right")
+    await store.vote(big, 21, "right")
+    [example] = await store.training_examples()
+    assert example.clip_id == big
 
 
 async def test_a_database_locked_by_another_program_is_refused_in_words(tmp_path: Path) -> None:

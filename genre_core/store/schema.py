@@ -25,6 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 #: Longest genre name (ours, an admin's, or a user's "something else").
 GENRE_CHARS = 40
+#: Row ids: 64-bit everywhere (migration 0002); on SQLite an INTEGER primary key, which is its
+#: 64-bit rowid and the only type it numbers by itself.
+ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -36,7 +39,7 @@ class Clip(Base):
 
     __tablename__ = "clips"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
     uploader_id: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -70,8 +73,8 @@ class Vote(Base):
     __tablename__ = "votes"
     __table_args__ = (UniqueConstraint("clip_id", "user_id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    clip_id: Mapped[int] = mapped_column(ID, ForeignKey("clips.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)
     # right: the answer was right; genre: it is ``genre``; not_music; other: ``genre`` is the
     # user's own word ("something else").
@@ -91,8 +94,8 @@ class Review(Base):
     __tablename__ = "reviews"
     __table_args__ = (UniqueConstraint("clip_id", "genre"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    clip_id: Mapped[int] = mapped_column(ID, ForeignKey("clips.id", ondelete="CASCADE"), index=True)
     genre: Mapped[str] = mapped_column(String(GENRE_CHARS))
     state: Mapped[str] = mapped_column(String(16))
     admin_id: Mapped[int] = mapped_column(BigInteger)
@@ -116,7 +119,7 @@ class VoteLog(Base):
 
     __tablename__ = "vote_log"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
