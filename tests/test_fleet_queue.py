@@ -37,7 +37,7 @@ from synth import encode, wav_bytes
 from bot.client import default_jobs
 from genre_core.audio import decode
 from genre_core.errors import GenreError, ModelError, NotAudioError
-from genre_core.jobs import BusyError, JobTimeoutError
+from genre_core.jobs import BusyError, JobTimeoutError, WorkerCrashedError
 from genre_core.queue import store
 from genre_core.queue.app import make_app
 from genre_core.queue.jobs import PENDING_KEY, CeleryJobs
@@ -476,3 +476,26 @@ async def test_errors_timeouts_the_fleet_wide_bound_and_a_refused_model(
     finally:
         for jobs in runners:
             await jobs.close()
+
+
+async def test_a_clip_that_kills_its_worker_is_run_three_times_then_refused(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A job whose pool process dies is run again (``task_reject_on_worker_lost``), but a clip
+    that kills every worker it reaches is answered "the worker stopped" after three runs, and
+    the worker serves the next clip."""
+    [worker] = fleet.start_workers(1, loader="conftest:load_crashing_stub")
+    shipped = make_stub_artifact(tmp_path / "shipped", "shipped-1", 0.5)
+    jobs = CeleryJobs(shipped, queue_url=fleet.redis.url, job_timeout_s=20, start_timeout_s=30)
+    try:
+        await jobs.start()
+        await asyncio.wait_for(jobs.ready(), 60)
+        clip = wav_bytes(music_like(3.5, seed=6))
+        with pytest.raises(WorkerCrashedError):
+            await asyncio.wait_for(jobs.classify(clip, "crash.wav"), 90)
+        log = worker.log.read_text(errors="replace")
+        assert log.count("exited with 'exitcode 70'") == 3, log[-3000:]
+        prediction = await asyncio.wait_for(jobs.classify(clip, "fine.wav"), 60)
+        assert prediction.model_version == "shipped-1"
+    finally:
+        await jobs.close()

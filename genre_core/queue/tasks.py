@@ -34,14 +34,25 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from genre_core import errors
-from genre_core.jobs import ClassifierLoader, JobTimeoutError, SupportsClassify, load_classifier
+from genre_core.jobs import (
+    ClassifierLoader,
+    JobTimeoutError,
+    SupportsClassify,
+    WorkerCrashedError,
+    load_classifier,
+)
 from genre_core.queue import store
+from genre_core.queue.app import RESULT_EXPIRES_S
 from genre_core.result import Prediction, WindowPrediction
 from genre_core.settings import Limits
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "genre.classify"
+#: Runs of one job before it is answered "the worker stopped": a job is run again when its
+#: worker dies, so a clip that kills every worker it reaches must not go round for ever.
+MAX_ATTEMPTS = 3
+ATTEMPTS_PREFIX = "genre:attempts:"
 
 
 # --- what travels ---------------------------------------------------------------------------------
@@ -241,6 +252,10 @@ def classify(clip: str, filename: str | None, limits: dict[str, Any]) -> dict[st
     answer, not a task failure: it is neither retried nor logged as a crash)."""
     started = time.monotonic()
     state = serving()
+    if _attempt(state, classify.request.id) > MAX_ATTEMPTS:
+        log.error("job %s killed its worker %d times; not running it again",
+                  classify.request.id, MAX_ATTEMPTS)
+        return {"error": error_to_dict(WorkerCrashedError())}
     try:
         classifier = state.current(limits_from_dict(limits))
         prediction = classifier.classify(base64.b64decode(clip), filename)
@@ -251,6 +266,19 @@ def classify(clip: str, filename: str | None, limits: dict[str, Any]) -> dict[st
         return {"error": error_to_dict(exc)}
     log.debug("classified %s in %.2f s", filename, time.monotonic() - started)
     return {"prediction": prediction_to_dict(prediction), "worker": state.name}
+
+
+def _attempt(state: Serving, task_id: str | None) -> int:
+    """This job's run count, kept in Redis across workers (1 when Redis cannot say)."""
+    if not task_id:
+        return 1
+    key = ATTEMPTS_PREFIX + task_id
+    try:
+        count = int(state.redis.incr(key))
+        state.redis.expire(key, RESULT_EXPIRES_S)
+    except redis.RedisError:
+        return 1
+    return count
 
 
 @worker_process_init.connect
