@@ -499,3 +499,25 @@ async def test_a_clip_that_kills_its_worker_is_run_three_times_then_refused(
         assert prediction.model_version == "shipped-1"
     finally:
         await jobs.close()
+
+
+async def test_a_bot_started_before_its_workers_waits_for_them(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A fleet may start its bots first: clips meanwhile are told plainly that no worker runs,
+    and once a worker comes up the same runner serves without a restart."""
+    shipped = make_stub_artifact(tmp_path / "shipped", "shipped-1", 0.5)
+    jobs = CeleryJobs(shipped, queue_url=fleet.redis.url, wait_timeout_s=2, start_timeout_s=5)
+    try:
+        await jobs.start()
+        clip = wav_bytes(music_like(3.5, seed=1))
+        with pytest.raises(GenreError, match="No analysis worker is running right now"):
+            await jobs.classify(clip, "early.wav")
+        await asyncio.sleep(4)  # past start_timeout_s: still waiting, not failed
+        assert not jobs.is_ready
+        fleet.start_workers(1)
+        await asyncio.wait_for(jobs.ready(), 60)
+        prediction = await jobs.classify(clip, "later.wav")
+        assert prediction.model_version == "shipped-1"
+    finally:
+        await jobs.close()

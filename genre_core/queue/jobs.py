@@ -144,8 +144,17 @@ class CeleryJobs(_JobsBase):
     # --- the model ---------------------------------------------------------------------------
 
     async def _serve(self, model_dir: Path) -> None:
-        announcement = await self._publish(model_dir)
-        await self._announce_and_wait(announcement, every=False)
+        while True:
+            try:
+                announcement = await self._publish(model_dir)
+                await self._announce_and_wait(announcement, every=False)
+                break
+            except ModelError:
+                raise
+            except GenreError:
+                # Redis unreachable at start: a bot must not stay broken until restarted.
+                log.warning("the queue is unreachable; trying again in 5 s")
+                await asyncio.sleep(5.0)
         self._model = announcement
         if self._watch is None:
             self._watch = asyncio.get_running_loop().create_task(self._count_workers())
@@ -173,6 +182,7 @@ class CeleryJobs(_JobsBase):
         ident, version = announcement["id"], announcement["version"]
         await self._retrying(asyncio.to_thread, store.announce, self._redis, announcement)
         deadline = time.monotonic() + self.start_timeout_s
+        next_warning = time.monotonic() + 30.0
         try:
             while True:
                 hosts = await asyncio.to_thread(self._ping)
@@ -188,7 +198,14 @@ class CeleryJobs(_JobsBase):
                 if serving and (not every or len(serving) == len(live)):
                     log.info("model %s served by %d worker process(es)", version, len(serving))
                     return
-                if time.monotonic() > deadline:
+                if not live and not every:
+                    # A fleet may start its bots before its workers: at start, wait for one
+                    # however long it takes (clips meanwhile are told after wait_timeout_s).
+                    if time.monotonic() > next_warning:
+                        log.warning("no genre-worker answers on the queue yet; waiting")
+                        next_warning = time.monotonic() + 60.0
+                    deadline = time.monotonic() + self.start_timeout_s
+                elif time.monotonic() > deadline:
                     waiting = sorted(set(live) - set(serving)) if live else "no worker answered"
                     raise ModelError(
                         f"The analysis workers did not load model {version} within "
@@ -265,7 +282,13 @@ class CeleryJobs(_JobsBase):
         # The slot is where every runner's clips are counted for the metrics (depth, seconds,
         # errors by code, the fleet's BusyError included): not counted again here.
         with self._admission.slot():
-            await self.ready()
+            try:
+                await asyncio.wait_for(self.ready(), self.wait_timeout_s)
+            except TimeoutError:
+                raise GenreError(
+                    "No analysis worker is running right now, so I can't analyse clips. "
+                    "Please try again later."
+                ) from None
             return await self._run(data, filename)
 
     async def _run(self, data: bytes, filename: str | None) -> Prediction:
