@@ -20,6 +20,7 @@ FIELD_VALUE_MAX = 1024
 FOOTER_MAX = 2048
 MESSAGE_EMBED_CHARS = 6000
 MESSAGE_EMBEDS = 10
+MESSAGE_ROWS = 5  # action rows of components in one message
 
 BAR_WIDTH = 12
 #: File names are shown, not read: a 5,000-character name is cut here.
@@ -280,20 +281,23 @@ def _community(community: Mapping[str, Any]) -> str:
 
 
 def pack(
-    embeds: list[discord.Embed], per_message: int = MESSAGE_EMBEDS
+    embeds: list[discord.Embed], rows: list[int] | None = None
 ) -> list[list[discord.Embed]]:
-    """Group embeds into messages of at most ``per_message`` (10) embeds and 6000 characters
-    each."""
+    """Group embeds into messages of at most 10 embeds and 6000 characters each, and at most 5
+    rows of controls when ``rows`` says how many each embed's answer carries."""
+    rows = rows or [0] * len(embeds)
     messages: list[list[discord.Embed]] = []
-    size = 0
-    for embed in embeds:
+    size = used_rows = 0
+    for embed, own_rows in zip(embeds, rows, strict=True):
         if (
             not messages
-            or len(messages[-1]) == min(per_message, MESSAGE_EMBEDS)
+            or len(messages[-1]) == MESSAGE_EMBEDS
             or size + len(embed) > MESSAGE_EMBED_CHARS
+            or used_rows + own_rows > MESSAGE_ROWS
         ):
             messages.append([])
-            size = 0
+            size = used_rows = 0
         messages[-1].append(embed)
         size += len(embed)
+        used_rows += own_rows
     return messages

@@ -432,3 +432,25 @@ async def test_without_a_usable_database_the_bot_still_answers(
     forget = await fake.invoke_slash(user, "forget-me")
     assert "switched off" in await answer_text(fake, forget)
     assert_clean(fake)
+
+
+async def test_seven_clips_in_one_message_get_their_controls_over_two_replies(
+    fake_discord: FakeDiscord, start_bot: StartBot, mp3_clip: bytes
+) -> None:
+    fake = fake_discord
+    await start_bot()
+    user = fake.add_user("listener")
+    files = [fake.add_attachment(mp3_clip, f"{n}.mp3", "audio/mpeg") for n in range(7)]
+    files.insert(3, fake.add_attachment(b"", "empty.mp3", "audio/mpeg"))  # no clip, no row
+    message = await fake.send_message(user, "", files)
+    first, second = await fake.wait_for(lambda f: (r := replies_to(f, message)) and len(r) == 2
+                                        and r)
+    # A message holds five rows of controls: the sixth stored clip starts a second reply.
+    assert len(first["embeds"]) == 6 and len(first["components"]) == 5
+    assert len(second["embeds"]) == 2 and len(second["components"]) == 2
+    assert "Right #1" in controls(first) and "Right #2" in controls(second)
+    names = [e["footer"]["text"].split(" ·")[0] if "footer" in e else e["title"]
+             for e in first["embeds"] + second["embeds"]]
+    assert names[:3] == ["0.mp3", "1.mp3", "2.mp3"] and "empty.mp3" in names[3]
+    assert names[4:] == ["3.mp3", "4.mp3", "5.mp3", "6.mp3"]
+    assert_clean(fake)

@@ -80,10 +80,6 @@ NOT_AUDIO_TYPES = {
 }
 
 
-#: Answers per message: each stored clip gets one row of controls, and a message has five rows.
-CLIPS_PER_MESSAGE = 5
-
-
 @dataclass(frozen=True)
 class Answer:
     """A clip's prediction, and its number in the label store (``None``: not stored)."""
@@ -231,8 +227,8 @@ class Classify(commands.Cog):
         self, attachments: list[discord.Attachment], outcomes: list[Answer | GenreError]
     ) -> list[tuple[list[discord.Embed], discord.ui.View | None]]:
         """Messages answering ``attachments`` in order: embeds (an answer, or why a clip could
-        not be analysed) and the "Right" / "Wrong…" rows of their stored clips. At most
-        :data:`CLIPS_PER_MESSAGE` answers a message: one row of controls each."""
+        not be analysed) and the "Right" / "Wrong…" rows of their stored clips: one row each,
+        so at most five stored clips a message."""
         embeds = [
             error_embed(str(o), a.filename)
             if isinstance(o, GenreError)
@@ -242,7 +238,7 @@ class Classify(commands.Cog):
         clip_ids = [None if isinstance(o, GenreError) else o.clip_id for o in outcomes]
         out = []
         start = 0
-        for group in pack(embeds, per_message=CLIPS_PER_MESSAGE):
+        for group in pack(embeds, rows=[int(c is not None) for c in clip_ids]):
             ids = clip_ids[start : start + len(group)]
             start += len(group)
             store = self.bot.labels
