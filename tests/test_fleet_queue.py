@@ -521,3 +521,30 @@ async def test_a_bot_started_before_its_workers_waits_for_them(
         assert prediction.model_version == "shipped-1"
     finally:
         await jobs.close()
+
+
+async def test_a_job_lost_with_redis_is_sent_again(fleet: Fleet, tmp_path: Path) -> None:
+    """Kombu's Redis transport takes a job off the queue, then records it as held: Redis stopping
+    between the two loses the job. Here the job is removed from the queue by hand before a Redis
+    restart, as that race would; the runner finds it nowhere and sends it again."""
+    fleet.start_workers(1, loader="conftest:load_hanging_stub")
+    shipped = make_stub_artifact(tmp_path / "shipped", "shipped-1", 0.5)
+    jobs = CeleryJobs(shipped, queue_url=fleet.redis.url, job_timeout_s=20, start_timeout_s=30)
+    try:
+        await jobs.start()
+        await asyncio.wait_for(jobs.ready(), 60)
+        clip = wav_bytes(music_like(3.5, seed=11))
+        busy = asyncio.ensure_future(jobs.classify(clip, "slow.wav"))  # holds the one worker
+        queued = asyncio.ensure_future(jobs.classify(clip, "queued.wav"))
+        with fleet.client() as client:
+            while client.llen("genre") < 1:
+                await asyncio.sleep(0.02)
+            [message] = client.lrange("genre", 0, -1)
+            client.lrem("genre", 1, message)  # lost, as if taken by a worker that never held it
+        await asyncio.to_thread(fleet.redis.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(fleet.redis.start)
+        predictions = await asyncio.wait_for(asyncio.gather(busy, queued), 60)
+        assert [p.model_version for p in predictions] == ["shipped-1"] * 2
+    finally:
+        await jobs.close()

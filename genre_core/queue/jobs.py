@@ -10,7 +10,9 @@ Redis (Celery broker and result backend), for a fleet of bots and workers.
   ``MGET`` every 50 ms), so the event loop never blocks and no thread waits per job.
 - While Redis is unreachable (restarting), admission and submission are retried for
   ``redis_grace_s``; the jobs already in Redis survive a restart when Redis persists them
-  (``appendonly yes``, see README), and the workers go on with them once it is back.
+  (``appendonly yes``, see README), and the workers go on with them once it is back. A job that
+  Redis lost anyway (taken off the queue by a worker at the moment Redis stopped) is found
+  missing after the restart and sent again.
 - ``reload`` publishes a new model and waits until every live worker process reports it; a
   worker that cannot load it reverts the whole fleet to the previous model (``ModelError``).
 """
@@ -134,6 +136,10 @@ class CeleryJobs(_JobsBase):
         self._aredis = aredis.Redis.from_url(queue_url, socket_timeout=10, socket_connect_timeout=5)
         self._admit = self._aredis.register_script(_ADMIT)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
+        # What a job lost with Redis needs to be sent again: when it was sent, and its clip.
+        self._sent: dict[str, float] = {}
+        self._payloads: dict[str, tuple[bytes, str | None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._model: dict[str, Any] = {}
@@ -311,8 +317,10 @@ class CeleryJobs(_JobsBase):
             raise BusyError()
         answer = asyncio.get_running_loop().create_future()
         self._waiting[task_id] = answer
+        self._payloads[task_id] = (data, filename)
         try:
             await self._retrying(asyncio.to_thread, self._send, task_id, data, filename)
+            self._sent[task_id] = time.monotonic()
             self._ensure_poller()
             try:
                 meta = await asyncio.wait_for(asyncio.shield(answer), self.wait_timeout_s)
@@ -320,6 +328,8 @@ class CeleryJobs(_JobsBase):
                 raise JobTimeoutError(self.job_timeout_s) from None
         finally:
             self._waiting.pop(task_id, None)
+            self._sent.pop(task_id, None)
+            self._payloads.pop(task_id, None)
             with contextlib.suppress(Exception):
                 await self._aredis.zrem(PENDING_KEY, task_id)
         return meta
@@ -356,14 +366,19 @@ class CeleryJobs(_JobsBase):
     async def _poll(self) -> None:
         """Read finished jobs' results from the backend, all of them in one ``MGET``."""
         backend = self.app.backend
+        outage_since: float | None = None
         while self._waiting and not self._closed:
             ids = list(self._waiting)
             try:
                 values = await self._aredis.mget([backend.get_key_for_task(i) for i in ids])
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("reading results: Redis unreachable (%s)", exc)
+                outage_since = outage_since or time.monotonic()
                 await asyncio.sleep(0.5)
                 continue
+            if outage_since is not None:
+                outage_since = None
+                self._spawn(self._recover_lost(time.monotonic()))
             for task_id, value in zip(ids, values, strict=True):
                 if value is None:
                     continue
@@ -373,6 +388,50 @@ class CeleryJobs(_JobsBase):
                     if future is not None and not future.done():
                         future.set_result(meta)
             await asyncio.sleep(POLL_S)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _recover_lost(self, outage_end: float) -> None:
+        """After Redis came back: send again the jobs it lost. A worker takes a job off the
+        queue (BRPOP) and then records it as unacknowledged, in two steps; Redis stopping
+        between them loses the job. One that is neither queued, nor held by a worker, nor
+        answered is sent again (same id: whoever answers first is read)."""
+        await asyncio.sleep(3.0)  # workers reconnect and settle their deliveries
+        lost_candidates = [i for i, sent in self._sent.items() if sent < outage_end]
+        if not lost_candidates or self._closed:
+            return
+        try:
+            known = await self._known_ids(lost_candidates)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not check for lost jobs: %s", exc)
+            return
+        for task_id in lost_candidates:
+            payload = self._payloads.get(task_id)
+            if task_id in known or payload is None or task_id not in self._waiting:
+                continue
+            log.warning("job %s was lost with Redis; sending it again", task_id)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._send, task_id, *payload)
+
+    async def _known_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` Redis knows: answered, queued or held by a worker."""
+        backend = self.app.backend
+        metas = await self._aredis.mget([backend.get_key_for_task(i) for i in ids])
+        known = {i for i, meta in zip(ids, metas, strict=True) if meta is not None}
+        # The queue's lists (one per priority step) and the transport's unacknowledged jobs.
+        blobs: list[bytes] = []
+        keys = [QUEUE] + [k async for k in self._aredis.scan_iter(match=QUEUE + "\x06\x16*")]
+        for key in keys:
+            blobs += await self._aredis.lrange(key, 0, -1)
+        blobs += await self._aredis.hvals("unacked")
+        for task_id in set(ids) - known:
+            needle = task_id.encode()
+            if any(needle in blob for blob in blobs):
+                known.add(task_id)
+        return known
 
     async def workers(self) -> dict[str, dict[str, Any]]:
         """Every live worker process's report (``host:pid`` → model it serves)."""
@@ -384,7 +443,7 @@ class CeleryJobs(_JobsBase):
         metrics.WORKERS.set(0)
         if self._starting is not None:
             self._starting.cancel()
-        for task in (self._poller, self._watch):
+        for task in (self._poller, self._watch, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
