@@ -22,7 +22,7 @@ from bot.client import deliver, deliver_reply
 from bot.download import fetch_attachment, fetch_url, too_large
 from bot.embeds import error_embed, pack, prediction_embed
 from bot.feedback import feedback_view, remember
-from bot.limits import CooldownError, UserBusyError, UserLimiter
+from bot.limits import CooldownError, RedisUserLimiter, UserBusyError, UserLimiter
 from genre_core.errors import GenreError
 from genre_core.result import Prediction
 
@@ -152,8 +152,11 @@ class Classify(commands.Cog):
     def __init__(self, bot: GenreBot) -> None:
         self.bot = bot
         settings = bot.settings
-        self.limiter = UserLimiter(
-            settings.user_concurrency, settings.user_rate, settings.user_rate_window_s
+        # In a fleet the limits are counted in the queue's Redis, so they hold across processes.
+        limits = (settings.user_concurrency, settings.user_rate, settings.user_rate_window_s)
+        self.limiter: UserLimiter | RedisUserLimiter = (
+            RedisUserLimiter(settings.queue_url, *limits, hold_s=2 * settings.job_timeout_s)
+            if settings.queue_url else UserLimiter(*limits)
         )
         # Context menus cannot live in a cog's class body; discord.py's documented pattern.
         self.menu = app_commands.ContextMenu(name="Classify genre", callback=self.classify_message)
@@ -161,6 +164,8 @@ class Classify(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+        if isinstance(self.limiter, RedisUserLimiter):
+            await self.limiter.close()
 
     # --- shared steps ---------------------------------------------------------------------------
 
@@ -255,8 +260,9 @@ class Classify(commands.Cog):
         if not audio:
             return  # not ours: stay silent
         try:
-            with self.bot.inflight, self.limiter.admit(message.author.id):
-                await self._answer_message(message, audio)
+            with self.bot.inflight:
+                async with self.limiter.admitted(message.author.id):
+                    await self._answer_message(message, audio)
         except (UserBusyError, CooldownError) as exc:
             await deliver_reply(message, str(exc))
 
@@ -297,17 +303,18 @@ class Classify(commands.Cog):
         url: str | None = None,
     ) -> None:
         check_input(file, url)  # before deferring: a usage error is answered privately
-        with self.bot.inflight, self.limiter.admit(interaction.user.id):
-            await interaction.response.defer(thinking=True)
-            data, name = await self.fetch(file, url)
-            answer = await self.answer(
-                data, name, source="slash", uploader_id=interaction.user.id,
-                guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-            )
-            embed = prediction_embed(answer.prediction, name, answer.clip_id)
-            store = self.bot.labels
-            view = feedback_view(store, [answer.clip_id]) if store is not None else None
-            await deliver(lambda: interaction.followup.send(embed=embed, **_view_kw(view)))
+        with self.bot.inflight:
+            async with self.limiter.admitted(interaction.user.id):
+                await interaction.response.defer(thinking=True)
+                data, name = await self.fetch(file, url)
+                answer = await self.answer(
+                    data, name, source="slash", uploader_id=interaction.user.id,
+                    guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                )
+                embed = prediction_embed(answer.prediction, name, answer.clip_id)
+                store = self.bot.labels
+                view = feedback_view(store, [answer.clip_id]) if store is not None else None
+                await deliver(lambda: interaction.followup.send(embed=embed, **_view_kw(view)))
 
     # --- Apps menu: "Classify genre" -----------------------------------------------------------
 
@@ -317,21 +324,22 @@ class Classify(commands.Cog):
         audio = [a for a in message.attachments if is_audio(a)]
         if not audio:
             raise UsageError("That message has no audio attachments.")
-        with self.bot.inflight, self.limiter.admit(interaction.user.id):
-            await interaction.response.defer(thinking=True)
-            where = {"uploader_id": message.author.id, "guild_id": interaction.guild_id,
-                     "channel_id": message.channel.id}
-            outcomes = await asyncio.gather(
-                *(self.outcome(a, source="menu", **where) for a in audio)
-            )
-            if all(isinstance(o, GenreError) for o in outcomes) and len(outcomes) == 1:
-                raise outcomes[0]  # type: ignore[misc]  # one failure: answered ephemerally
-            for embeds, view in self.replies(audio, outcomes):
-                await deliver(
-                    lambda embeds=embeds, view=view: interaction.followup.send(
-                        embeds=embeds, **_view_kw(view)
-                    )
+        with self.bot.inflight:
+            async with self.limiter.admitted(interaction.user.id):
+                await interaction.response.defer(thinking=True)
+                where = {"uploader_id": message.author.id, "guild_id": interaction.guild_id,
+                         "channel_id": message.channel.id}
+                outcomes = await asyncio.gather(
+                    *(self.outcome(a, source="menu", **where) for a in audio)
                 )
+                if all(isinstance(o, GenreError) for o in outcomes) and len(outcomes) == 1:
+                    raise outcomes[0]  # type: ignore[misc]  # one failure: answered ephemerally
+                for embeds, view in self.replies(audio, outcomes):
+                    await deliver(
+                        lambda embeds=embeds, view=view: interaction.followup.send(
+                            embeds=embeds, **_view_kw(view)
+                        )
+                    )
 
 
 def _view_kw(view: discord.ui.View | None) -> dict[str, discord.ui.View]:
