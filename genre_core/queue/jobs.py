@@ -403,11 +403,15 @@ class CeleryJobs(_JobsBase):
         lost_candidates = [i for i, sent in self._sent.items() if sent < outage_end]
         if not lost_candidates or self._closed:
             return
-        try:
-            known = await self._known_ids(lost_candidates)
-        except (redis.RedisError, OSError) as exc:
-            log.warning("could not check for lost jobs: %s", exc)
-            return
+        for attempt in range(10):  # the pool's connections from before the restart fail first
+            try:
+                known = await self._known_ids(lost_candidates)
+                break
+            except (redis.RedisError, OSError) as exc:
+                if attempt == 9 or self._closed:
+                    log.warning("could not check for lost jobs: %s", exc)
+                    return
+                await asyncio.sleep(1.0)
         for task_id in lost_candidates:
             payload = self._payloads.get(task_id)
             if task_id in known or payload is None or task_id not in self._waiting:
