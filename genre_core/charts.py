@@ -106,3 +106,44 @@ def _save(fig: Any, plt: Any, out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def learning_curve_chart(report: dict[str, Any], out: Path, max_genres: int = 7) -> Path:
+    """Accuracy against corrections per genre (:func:`genre_core.learning_curve.learning_curve`):
+    overall and a few genres, mean over seeds with ± one standard deviation as error bars."""
+    from genre_core.learning_curve import ordered_units
+
+    plt = _pyplot()
+    summary = {int(k): v for k, v in report["summary"].items()}
+    ks = sorted(summary)
+    fig, ax = plt.subplots(figsize=(9.5, 5))
+    lines = [("all clips left", [summary[k]["accuracy"] for k in ks])]
+    if all("common" in summary[k] for k in ks):
+        lines.append((f"the same clips at every k "
+                      f"({summary[ks[0]]['common']['n_test']['mean']:.0f})",
+                      [summary[k]["common"]["accuracy"] for k in ks]))
+    lines += [(" / ".join(display_name(g) for g in unit.split("/")),
+               [summary[k]["per_unit"][unit] for k in ks])
+              for unit in ordered_units(report["units"])[:max_genres]]
+    spread = 0.25 * (ks[-1] - ks[0]) / max(len(ks) * len(lines), 1)  # keep error bars apart
+    for n, (label, stats) in enumerate(lines):
+        keep = [i for i, s in enumerate(stats) if s["mean"] is not None]
+        x = np.array([ks[i] for i in keep]) + (n - len(lines) / 2) * spread
+        overall = label.startswith(("all clips", "the same clips"))
+        ax.errorbar(x, [stats[i]["mean"] for i in keep], yerr=[stats[i]["sd"] for i in keep],
+                    marker="o", capsize=3, label=label, color="black" if overall else None,
+                    linestyle="--" if label.startswith("the same") else "-",
+                    linewidth=2.5 if overall else 1.2, markersize=6 if overall else 4,
+                    zorder=3 if overall else 2)
+    ax.set_xticks(ks)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("corrections per genre (clips of the server's music)")
+    ax.set_ylabel("share of clips whose top genre is one of their tags\n"
+                  "(genres: clips with that one right answer)")
+    ax.grid(axis="y", linestyle=":", linewidth=0.8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    name = {"mer": "4Q-MER"}.get(report["community"], report["community"])
+    ax.set_title(f"a base that never heard {name}, corrected k clips per genre\n"
+                 f"(mean ± sd over {len(report['seeds'])} seeds; other artists tested)",
+                 fontsize=10)
+    return _save(fig, plt, out)
