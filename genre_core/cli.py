@@ -50,15 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="measure the training recipe honestly")
     evaluate.add_argument(
         "--protocol",
-        choices=["track-kfold", "fault-filtered", "clip-kfold", "cross-collection", "all"],
+        choices=["track-kfold", "fault-filtered", "clip-kfold", "cross-collection",
+                 "learning-curve", "all"],
         default="all",
         help="track-kfold and fault-filtered measure the table recipe on the feature table; "
         "clip-kfold compares both families on the same GTZAN clips; cross-collection measures "
-        "the learned family across GTZAN, 4Q-MER and FMA (leave one collection out and more)",
+        "the learned family across GTZAN, 4Q-MER and FMA (leave one collection out and more); "
+        "learning-curve: accuracy on 4Q-MER after k corrections per genre (5 seeds)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--charts", type=Path, default=None,
-                          help="cross-collection: write confusion and reliability PNGs here")
+                          help="cross-collection: write confusion and reliability PNGs here; "
+                          "learning-curve: learning_curve.png")
     _data_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
@@ -159,6 +162,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         reports += _clip_reports(data_dir, args.seed)
     if args.protocol == "cross-collection":
         return _cross_collection(data_dir, args)
+    if args.protocol == "learning-curve":
+        return _learning_curve(data_dir, args)
     if args.json:
         out: dict[str, Any] = reports[0] if len(reports) == 1 else {
             **reports[0], "protocols": {r["protocol"]: r for r in reports},
@@ -182,6 +187,27 @@ def _cross_collection(data_dir: Path, args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in report.items() if k != "loco_pooled"}))
     else:
         print(crosscollection.format_report(report))
+    return 0
+
+
+def _learning_curve(data_dir: Path, args: argparse.Namespace) -> int:
+    from genre_core import corpora, crosscollection, learning_curve
+
+    material = crosscollection.build_material(corpora.recordings(data_dir), seed=args.seed,
+                                              progress=_progress)
+    report = learning_curve.learning_curve(
+        material, seeds=range(args.seed, args.seed + len(learning_curve.SEEDS)),
+        progress=_progress)
+    if args.charts:
+        from genre_core import charts
+
+        args.charts.mkdir(parents=True, exist_ok=True)
+        path = charts.learning_curve_chart(report, args.charts / "learning_curve.png")
+        _progress(f"wrote {path}")
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "runs"}))
+    else:
+        print(learning_curve.format_curve(report))
     return 0
 
 
