@@ -120,19 +120,41 @@ def class_balance(mask: np.ndarray) -> np.ndarray:
     return weights / weights.mean()
 
 
-def fit_head(material: Material, train: np.ndarray, classes: Sequence[str],
-             seed: int = 0, extra: tuple[np.ndarray, np.ndarray] | None = None) -> GenreModel:
-    """A head trained on the rows of the recordings ``train`` (indices) over ``classes``, plus
-    ``extra`` rows (feature rows, 0/1 masks over ``classes``): the community's clips."""
+def training_rows(material: Material, train: np.ndarray, classes: Sequence[str],
+                  extra: tuple[np.ndarray, np.ndarray] | None = None,
+                  extra_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows, 0/1 answer masks and sample weights a head trains on: every row of the
+    recordings ``train`` (indices) with an answer among ``classes``, plus ``extra`` rows
+    (feature rows, masks over ``classes``: the community's clips; a row with no answer is
+    dropped). Every class weighs the same; an extra row ``extra_weight`` times a shared row of
+    its class (1: the learning curve's study could not tell 1, 3 and 10 apart; see
+    :mod:`genre_core.learning_curve`). Weights have a mean of 1."""
     masks = material.masks(classes)
     rows = np.isin(material.owner, train) & masks[material.owner].any(axis=1)
     X, mask = material.X[rows], masks[material.owner[rows]]
+    community = np.zeros(len(X), dtype=bool)
     if extra is not None and len(extra[0]):
-        X, mask = np.concatenate([X, extra[0]]), np.concatenate([mask, extra[1]])
+        extra_mask = np.asarray(extra[1], dtype=bool)
+        if extra_mask.shape != (len(extra[0]), len(classes)):
+            raise ValueError(f"extra masks must be {(len(extra[0]), len(classes))}, "
+                             f"not {extra_mask.shape}")
+        keep = extra_mask.any(axis=1)
+        X = np.concatenate([X, np.asarray(extra[0], dtype=X.dtype)[keep]])
+        mask = np.concatenate([mask, extra_mask[keep]])
+        community = np.concatenate([community, np.ones(int(keep.sum()), dtype=bool)])
+    weight = class_balance(mask)
+    weight[community] *= extra_weight
+    return X, mask, weight / weight.mean()
+
+
+def fit_head(material: Material, train: np.ndarray, classes: Sequence[str],
+             seed: int = 0, extra: tuple[np.ndarray, np.ndarray] | None = None,
+             extra_weight: float = 1.0) -> GenreModel:
+    """A head over ``classes`` trained on :func:`training_rows`."""
+    X, mask, weight = training_rows(material, train, classes, extra, extra_weight)
     # A small set is repeated rather than given more epochs: the same steps, without Keras'
     # per-epoch overhead.
     repeats = math.ceil(MIN_STEPS * HEAD["batch_size"] / (HEAD["epochs"] * len(X)))
-    weight = class_balance(mask)
     if repeats > 1:
         X, mask, weight = (np.tile(a, (repeats,) + (1,) * (a.ndim - 1)) for a in (X, mask, weight))
     head = GenreModel(material.feature_names, family="musicnn", genres=list(classes),

@@ -150,8 +150,8 @@ def test_training_rows_weigh_community_rows_as_asked(material: Material) -> None
     extra[:3, 1] = True  # jazz, a class the shared rows have too
     extra[3:5, 3] = True  # techno
     # The last row names no class of the list: dropped.
-    X, mask, weights = learning_curve.training_rows(material, base, classes, extra_X, extra,
-                                                    weight=3.0)
+    X, mask, weights = crosscollection.training_rows(material, base, classes, (extra_X, extra),
+                                                     extra_weight=3.0)
     shared = 3 * 25 * ROWS_PER_CLIP
     assert len(X) == shared + 5 and mask[shared:].any(axis=1).all()
     assert weights.mean() == pytest.approx(1.0)
@@ -159,7 +159,7 @@ def test_training_rows_weigh_community_rows_as_asked(material: Material) -> None
     # Class balance alone gives every jazz row the same weight; the community ones get 3x.
     assert weights[shared:shared + 3] == pytest.approx(3 * jazz_shared[0])
     # Weight 1 and no extra rows: the rows and weights of crosscollection.fit_head.
-    X1, mask1, w1 = learning_curve.training_rows(material, base, classes)
+    X1, mask1, w1 = crosscollection.training_rows(material, base, classes)
     masks = material.masks(classes)
     rows = np.isin(material.owner, base) & masks[material.owner].any(axis=1)
     assert np.array_equal(X1, material.X[rows])
