@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 import discord
@@ -60,9 +61,20 @@ def configure_logging(settings: BotSettings, level: int = logging.INFO) -> None:
 
 
 async def run(settings: BotSettings) -> None:
-    """Start the bot and run until it is closed."""
+    """Start the bot and run until it is closed, or until SIGINT or SIGTERM (Ctrl-C, ``docker
+    stop``, systemd) asks it to close: it then answers what it had accepted first. The handlers
+    are installed here, not inherited: a process started in the background by a shell ignores
+    SIGINT unless told otherwise."""
     async with GenreBot(settings) as bot:
+        loop = asyncio.get_running_loop()
+        closing: list[asyncio.Task[None]] = []
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop, lambda: closing.append(loop.create_task(bot.close())))
         await bot.start(settings.token.get_secret_value())
+        # start() returns once the gateway is closed, before close() has answered what was in
+        # flight and closed the bot's sessions: let it finish.
+        await asyncio.gather(*closing)
+    log.info("stopped")
 
 
 def main() -> int:
