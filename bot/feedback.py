@@ -78,6 +78,12 @@ async def known_genres(bot: GenreBot) -> list[str]:
     return list((await bot.jobs.info()).get("genres") or [])
 
 
+async def votable_genres(bot: GenreBot, store: LabelStore) -> list[str]:
+    """What people may pick: the model's genres, then those admins added."""
+    genres = await known_genres(bot)
+    return genres + [g for g in await store.added_genres() if g not in genres]
+
+
 def spoken(genre: str | None) -> str:
     return NOT_MUSIC if genre is None else display_name(genre)
 
@@ -141,8 +147,7 @@ class WrongButton(
             checked(store, self.signature, "no", self.clip_id)
             if await store.get_clip(self.clip_id) is None:
                 raise GenreError(NOT_OURS)
-            genres = await known_genres(interaction.client)  # type: ignore[arg-type]
-            genres += [g for g in await store.added_genres() if g not in genres]
+            genres = await votable_genres(interaction.client, store)  # type: ignore[arg-type]
             view = discord.ui.View(timeout=None)
             view.add_item(GenreSelect.build(store, self.clip_id, genres))
             await interaction.response.send_message(

@@ -32,6 +32,7 @@ from bot.feedback import (
     spoken,
     store_of,
     text_inputs,
+    votable_genres,
 )
 from genre_core.errors import GenreError
 from genre_core.result import display_name
@@ -142,9 +143,9 @@ class Labels(commands.Cog):
     @label.autocomplete("genre")
     async def _genre_choices(self, interaction: discord.Interaction,
                              current: str) -> list[app_commands.Choice[str]]:
-        genres = await known_genres(self.bot)
-        if self.bot.labels is not None:
-            genres += [g for g in await self.bot.labels.added_genres() if g not in genres]
+        store = self.bot.labels
+        genres = (await votable_genres(self.bot, store) if store is not None
+                  else await known_genres(self.bot))
         typed = current.strip().lower()
         return [app_commands.Choice(name=display_name(g), value=g)
                 for g in genres if typed in g][:25]
