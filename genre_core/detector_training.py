@@ -18,6 +18,11 @@ Material (nothing downloaded; real data from ``../shared/data``):
 * mixes of real speech and real (GTZAN) music: speech over a loud beat is music, speech over a
   quiet bed (a podcast) is speech.
 
+The detector's second opinion, :class:`genre_core.musicness.NetworkCheck`, learns from each
+recording's whole window (its first 30 s) as the genre featurizer sees it (:func:`network_rows`);
+it is held out by the same folds, and whole clips are scored as the pipeline scores them: the
+cues' and the network's P(music) averaged.
+
 Each recording gives several windows of 3-30 s (the whole recording as the pipeline would see it,
 plus random crops, some band-limited to a phone's band, with noise or with mains hum added) so the
 detector sees short windows on both sides. Cue features are cached under
@@ -61,7 +66,9 @@ from genre_core.musicness import (
     N_CUES,
     SEGMENT_S,
     MusicDetector,
+    NetworkCheck,
     cue_features,
+    joint,
 )
 from genre_core.settings import SAMPLE_RATE, Limits
 
@@ -557,6 +564,7 @@ class Recording:
     fold: int  # cross-validation fold of the group
     load: Callable[[], np.ndarray] = field(compare=False, repr=False)
     crops: int = 4  # random crops besides the whole recording
+    path: Path | None = field(default=None, compare=False, repr=False)  # a file, if one
 
     @property
     def music(self) -> bool:
@@ -622,7 +630,7 @@ def gtzan_recordings(data_dir: Path, folders: Sequence[str] = ("audio", "audio_p
     source = "gtzan_8khz" if folders == ("audio_8khz",) else "gtzan"
     return [
         Recording(f"{source}/{p.name}", source, "music", f"gtzan:{track_id(p.name)}",
-                  fold[track_id(p.name)], _decoder(p), crops=6)
+                  fold[track_id(p.name)], _decoder(p), crops=6, path=p)
         for p in paths
     ]
 
@@ -638,7 +646,7 @@ def collection_recordings(data_dir: Path, collections: Sequence[str] = ("mer", "
         found = corpora.recordings(data_dir, (name,))
         folds = _round_robin([r.group for r in found])
         out += [Recording(f"{name}/{r.path.name}", name, "music", r.group, folds[r.group],
-                          _decoder(r.path), crops=crops.get(name, 4))
+                          _decoder(r.path), crops=crops.get(name, 4), path=r.path)
                 for r in found]
     return out
 
@@ -884,6 +892,55 @@ def build_windows(recordings: Sequence[Recording], progress: Progress | None = N
     return WindowSet(**{k: np.array(v) for k, v in cols.items()})
 
 
+#: Names the cache of the network's rows for recordings that are not music files.
+NETWORK_CACHE_KEY = "detector-embed-v1"
+#: A whole window is a recording's first 30 s: the first ten of the network's 3-s patches.
+WHOLE_PATCHES = int(MAX_WINDOW_S // 3)
+
+
+@dataclass
+class NetworkRows:
+    """The genre featurizer's row for each recording's whole window (its first 30 s), keyed by
+    recording: what the pipeline hands the detector's :class:`NetworkCheck`."""
+
+    names: list[str]
+    rows: dict[str, np.ndarray]
+
+    def of(self, keys: Sequence[str]) -> np.ndarray:
+        return np.stack([self.rows[str(k)] for k in keys])
+
+
+def network_rows(recordings: Sequence[Recording], progress: Progress | None = None
+                 ) -> NetworkRows:
+    """:class:`NetworkRows` of ``recordings``. A music file's row comes from the genre head's
+    cached embedding of the whole clip (its first ten patches); anything else is embedded here
+    and cached by recording key."""
+    from genre_core.learned import DEFAULT_GROUPS, clip_embedding
+    from genre_core.musicnn import MusicnnFeaturizer
+
+    featurizer = MusicnnFeaturizer(groups=DEFAULT_GROUPS)
+    rows: dict[str, np.ndarray] = {}
+    for i, rec in enumerate(recordings):
+        if progress and i % 200 == 0:
+            progress(f"network rows: {i}/{len(recordings)} recordings")
+        if rec.path is not None:
+            embedding = clip_embedding(rec, "original", featurizer.embedder)
+            rows[rec.key] = featurizer.featurize(
+                {name: value[:WHOLE_PATCHES] for name, value in embedding.items()})
+            continue
+        digest = hashlib.sha256(f"{NETWORK_CACHE_KEY}|{rec.key}".encode()).hexdigest()[:24]
+        target = cache_dir() / NETWORK_CACHE_KEY / f"{digest}.npz"
+        if not target.is_file():
+            y = rec.load()[: int(MAX_WINDOW_S * SAMPLE_RATE)]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{target.stem}.tmp.npz")
+            np.savez(tmp, x=featurizer.featurize(featurizer.embed(y, SAMPLE_RATE)))
+            tmp.replace(target)
+        with np.load(target) as stored:
+            rows[rec.key] = stored["x"]
+    return NetworkRows(list(featurizer.feature_names), rows)
+
+
 def mix_recordings(data_dir: Path, seed: int = 0, count: int = 150) -> list[Recording]:
     """Real speech over real music, labelled by which one leads.
 
@@ -967,23 +1024,52 @@ def source_weights(ws: WindowSet) -> np.ndarray:
 DetectorFactory = Callable[[], MusicDetector]
 
 
-def fit_detector(ws: WindowSet, make: DetectorFactory = MusicDetector) -> MusicDetector:
-    """Fit a detector on a window set (its non-music kinds included)."""
-    return make().fit(ws.X, ws.music, kinds=ws.kind, sample_weight=source_weights(ws))
+def fit_detector(ws: WindowSet, make: DetectorFactory = MusicDetector,
+                 net: NetworkRows | None = None) -> MusicDetector:
+    """Fit a detector on a window set (its non-music kinds included), with a network check on
+    its whole windows when ``net`` is given."""
+    det = make().fit(ws.X, ws.music, kinds=ws.kind, sample_weight=source_weights(ws))
+    if net is not None:
+        whole = ws.subset(ws.whole)
+        det.network_ = NetworkCheck.fit(net.of(whole.recording), whole.music, net.names,
+                                        sample_weight=source_weights(whole))
+    return det
+
+
+def network_opinion(det: MusicDetector, ws: WindowSet, target: np.ndarray,
+                    net: NetworkRows | None, into: np.ndarray) -> None:
+    """Write the network check's P(music) for the whole windows of ``target`` into ``into``
+    (NaN elsewhere stays NaN): joined to the cues' by :func:`with_network` once the cues'
+    whole-window view is known."""
+    if net is None or det.network_ is None:
+        return
+    sel = np.flatnonzero(target & ws.whole)
+    if len(sel):
+        into[sel] = det.network_.proba(net.of(ws.recording[sel]))
+
+
+def with_network(cue_view: np.ndarray, network: np.ndarray) -> np.ndarray:
+    """The pipeline's P(music): the cues' (:func:`pipeline_view`) joined to the network's
+    where there is one (:func:`genre_core.musicness.joint`)."""
+    return np.where(np.isnan(network), cue_view, joint(cue_view, np.nan_to_num(network)))
 
 
 def cross_validate(ws: WindowSet, make: DetectorFactory = MusicDetector,
-                   extra: WindowSet | None = None) -> dict[str, np.ndarray]:
+                   extra: WindowSet | None = None,
+                   net: NetworkRows | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold P(music) and kind probabilities for every window (source-grouped folds),
-    whole windows scored as the pipeline does (:func:`pipeline_view`).
+    whole windows scored as the pipeline does (:func:`pipeline_view`, joined to the network
+    check's opinion when ``net`` is given; ``raw`` and ``cues`` are the cues' alone).
 
     ``extra`` windows (e.g. the 8-kHz GTZAN copies) are never trained on; each is scored by the
     fold model that did not see its group either.
     """
     prob = np.zeros(len(ws))
     raw = np.zeros(len(ws))
+    network = np.full(len(ws), np.nan)
     kinds = np.zeros((len(ws), len(KINDS)))
     extra_prob = np.full(len(extra), np.nan) if extra is not None else None
+    extra_network = np.full(len(extra), np.nan) if extra is not None else None
     extra_fold = None
     if extra is not None:
         # An extra window goes to the fold that holds its group out (its own fold if new).
@@ -992,17 +1078,20 @@ def cross_validate(ws: WindowSet, make: DetectorFactory = MusicDetector,
                                                                  strict=True)])
     for k in range(N_FOLDS):
         test = ws.fold == k
-        det = fit_detector(ws.subset(~test), make)
+        det = fit_detector(ws.subset(~test), make, net)
         prob[test] = det.predict_proba(ws.X[test])[:, 1]
         raw[test] = det.raw_proba(ws.X[test])
         kinds[test] = det.kind_proba(ws.X[test])
+        network_opinion(det, ws, test, net, network)
         if extra is not None and extra_prob is not None and extra_fold is not None:
             mask = extra_fold == k
             extra_prob[mask] = det.predict_proba(extra.X[mask])[:, 1]
-    out = {"prob": pipeline_view(ws, prob), "raw": pipeline_view(ws, raw),
+            network_opinion(det, extra, mask, net, extra_network)
+    cues = pipeline_view(ws, prob)
+    out = {"prob": with_network(cues, network), "cues": cues, "raw": pipeline_view(ws, raw),
            "kinds": pipeline_view(ws, kinds)}
-    if extra is not None and extra_prob is not None:
-        out["extra_prob"] = pipeline_view(extra, extra_prob)
+    if extra is not None and extra_prob is not None and extra_network is not None:
+        out["extra_prob"] = with_network(pipeline_view(extra, extra_prob), extra_network)
     return out
 
 
@@ -1111,7 +1200,8 @@ def _carries(ws: WindowSet, collection: str) -> np.ndarray:
 
 
 def leave_collection_out(ws: WindowSet, make: DetectorFactory = MusicDetector,
-                         progress: Progress | None = None) -> dict[str, Any]:
+                         progress: Progress | None = None,
+                         net: NetworkRows | None = None) -> dict[str, Any]:
     """Train without all the music of one collection (GTZAN, MER or FMA: its clips and any mix
     made from them) and test on that collection: music from a source the detector never heard.
     Not-music folds still rotate (5 folds, as in :func:`cross_validate`), so the LibriSpeech
@@ -1127,18 +1217,22 @@ def leave_collection_out(ws: WindowSet, make: DetectorFactory = MusicDetector,
         carries = _carries(ws, collection)
         probs = np.full(len(ws), np.nan)
         raw = np.full(len(ws), np.nan)
+        network = np.full(len(ws), np.nan)
         for k in range(N_FOLDS):
             test = ws.fold == k
-            det = fit_detector(ws.subset(~test & ~carries), make)
+            det = fit_detector(ws.subset(~test & ~carries), make, net)
             target = test & (held | np.isin(ws.source, NOT_MUSIC_SOURCES))
             probs[target] = det.predict_proba(ws.X[target])[:, 1]
             raw[target] = det.raw_proba(ws.X[target])
-        probs = pipeline_view(ws, probs)
+            network_opinion(det, ws, target, net, network)
+        cues = pipeline_view(ws, probs)
+        probs = with_network(cues, network)
         sources = (collection, *NOT_MUSIC_SOURCES)
         out[f"without_{collection}"] = {
             "held_out": collection,
             "recall": recall_by_source(ws, probs, sources),
             "recall_without_ood_guard": recall_by_source(ws, pipeline_view(ws, raw), sources),
+            "recall_cues_alone": recall_by_source(ws, cues, sources),
             "music_recall_windows": float(np.mean(probs[held] >= 0.5)),
             "median_p_music": float(np.median(probs[held & ws.whole])),
             "failures": failures(ws.subset(held), probs[held], limit=10),
@@ -1146,7 +1240,8 @@ def leave_collection_out(ws: WindowSet, make: DetectorFactory = MusicDetector,
     return out
 
 
-def stress_tests(ws: WindowSet, make: DetectorFactory = MusicDetector) -> dict[str, Any]:
+def stress_tests(ws: WindowSet, make: DetectorFactory = MusicDetector,
+                 net: NetworkRows | None = None) -> dict[str, Any]:
     """Train without a whole real not-music corpus and test on it: how the detector meets a
     kind of recording it has never heard (LibriSpeech with only synthetic speech to learn from;
     ESC-10 with no environmental sounds at all; each GTZAN genre with no music of that genre).
@@ -1156,13 +1251,15 @@ def stress_tests(ws: WindowSet, make: DetectorFactory = MusicDetector) -> dict[s
     music_sources = [s for s in MUSIC_SOURCES if np.any(ws.source == s)]
     for corpus in NOT_MUSIC_SOURCES:
         probs = np.zeros(len(ws))
+        network = np.full(len(ws), np.nan)
         for k in range(N_FOLDS):
             test = ws.fold == k
             train = ~test & (ws.source != corpus)
-            det = fit_detector(ws.subset(train), make)
+            det = fit_detector(ws.subset(train), make, net)
             target = test & np.isin(ws.source, [corpus, *music_sources])
             probs[target] = det.predict_proba(ws.X[target])[:, 1]
-        probs = pipeline_view(ws, probs)
+            network_opinion(det, ws, target, net, network)
+        probs = with_network(pipeline_view(ws, probs), network)
         held = ws.whole & (ws.source == corpus)
         music = ws.whole & np.isin(ws.source, music_sources)
         out[f"without_{corpus}"] = {
@@ -1177,12 +1274,14 @@ def stress_tests(ws: WindowSet, make: DetectorFactory = MusicDetector) -> dict[s
     genres = np.array([g.split(":")[-1].split(".")[0] if g.startswith("gtzan:") else ""
                        for g in ws.group])
     probs = np.full(len(ws), np.nan)
+    network = np.full(len(ws), np.nan)
     for i, genre in enumerate(sorted(set(genres) - {""})):
         train = (ws.fold != i % N_FOLDS) & (genres != genre)
-        det = fit_detector(ws.subset(train), make)
+        det = fit_detector(ws.subset(train), make, net)
         target = (genres == genre) & (ws.source == "gtzan")
         probs[target] = det.predict_proba(ws.X[target])[:, 1]
-    probs = pipeline_view(ws, probs)
+        network_opinion(det, ws, target, net, network)
+    probs = with_network(pipeline_view(ws, probs), network)
     genres[ws.source != "gtzan"] = ""
     music = genres != ""
     out["without_each_genre"] = {
@@ -1201,7 +1300,8 @@ TARGET_NOT_MUSIC_RECALL = 0.98
 
 def evaluate_detector(data_dir: Path | None = None, *, seed: int = 0,
                       make: DetectorFactory = MusicDetector,
-                      progress: Progress | None = None, stress: bool = True) -> dict[str, Any]:
+                      progress: Progress | None = None, stress: bool = True,
+                      network: bool = True) -> dict[str, Any]:
     """The honest evaluation protocol (module docstring): source-grouped 5-fold CV, and the
     leave-one-music-collection-out test.
 
@@ -1217,6 +1317,9 @@ def evaluate_detector(data_dir: Path | None = None, *, seed: int = 0,
         Receives progress lines.
     stress : bool
         Also run the leave-a-corpus-out stress tests (not-music corpora, GTZAN genres).
+    network : bool
+        Give every detector a :class:`NetworkCheck` (the pipeline's view with the musicnn
+        family); without it, the cues alone.
 
     Returns
     -------
@@ -1227,20 +1330,23 @@ def evaluate_detector(data_dir: Path | None = None, *, seed: int = 0,
         telephone-quality copies), ``stress``, ``targets`` and ``protocol``.
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    ws = build_windows(all_recordings(data_dir, seed), progress)
+    recordings = all_recordings(data_dir, seed)
+    ws = build_windows(recordings, progress)
     extra = None
-    if (data_dir / "gtzan" / "audio_8khz").is_dir():
-        extra = build_windows(gtzan_recordings(data_dir, ("audio_8khz",)), progress)
+    narrowband = gtzan_recordings(data_dir, ("audio_8khz",))
+    if narrowband:
+        extra = build_windows(narrowband, progress)
+    net = network_rows(recordings + narrowband, progress) if network else None
     if progress:
         progress("cross-validating (5 folds, sources held out)")
-    return evaluate_windows(ws, extra, make=make, progress=progress, stress=stress)
+    return evaluate_windows(ws, extra, make=make, progress=progress, stress=stress, net=net)
 
 
 def evaluate_windows(ws: WindowSet, extra: WindowSet | None = None, *,
                      make: DetectorFactory = MusicDetector, progress: Progress | None = None,
-                     stress: bool = True) -> dict[str, Any]:
+                     stress: bool = True, net: NetworkRows | None = None) -> dict[str, Any]:
     """:func:`evaluate_detector` on window sets already built."""
-    cv = cross_validate(ws, make, extra)
+    cv = cross_validate(ws, make, extra, net)
     report: dict[str, Any] = {
         "protocol": PROTOCOL,
         "targets": {"music_recall": TARGET_MUSIC_RECALL,
@@ -1248,6 +1354,8 @@ def evaluate_windows(ws: WindowSet, extra: WindowSet | None = None, *,
         "metrics": summarise(ws, cv["prob"], cv["kinds"]),
         "metrics_without_ood_guard": summarise(ws, cv["raw"])["whole"]["real"],
         "collections": recall_by_source(ws, cv["prob"]),
+        "collections_cues_alone": recall_by_source(ws, cv["cues"]),
+        "network_check": net is not None,
         "failures": failures(ws, cv["prob"]),
         "n_windows": int(len(ws)),
         "n_recordings": int(ws.whole.sum()),
@@ -1259,11 +1367,11 @@ def evaluate_windows(ws: WindowSet, extra: WindowSet | None = None, *,
             "music_recall_windows": float(np.mean(cv["extra_prob"] >= 0.5)),
             "n": int(whole.sum()),
         }
-    report["leave_collection_out"] = leave_collection_out(ws, make, progress)
+    report["leave_collection_out"] = leave_collection_out(ws, make, progress, net)
     if stress:
         if progress:
             progress("stress tests: leaving out a whole corpus")
-        report["stress"] = stress_tests(ws, make)
+        report["stress"] = stress_tests(ws, make, net)
     return report
 
 
@@ -1304,10 +1412,21 @@ def probe(det: MusicDetector, data_dir: Path | None = None, seed: int = 123) -> 
         jingle = int(6 * SAMPLE_RATE)
         clips["podcast_120s_with_6s_jingle"] = np.concatenate(
             [music[:jingle], speech[: 114 * SAMPLE_RATE]])
+    featurizer = None
+    if det.network_ is not None:
+        from genre_core.learned import DEFAULT_GROUPS
+        from genre_core.musicnn import MusicnnFeaturizer
+
+        featurizer = MusicnnFeaturizer(groups=DEFAULT_GROUPS)
     out = {}
     for name, y in clips.items():
         windows = [w for _, w in analysis_windows(Audio(y), limits.window_s, limits.max_windows)]
-        a = det.assess(windows, SAMPLE_RATE)
+        rows, names = None, ()
+        if featurizer is not None:  # as the pipeline hears it with the musicnn family
+            rows = np.stack([featurizer.featurize(e)
+                             for e in featurizer.embed_many(windows, SAMPLE_RATE)])
+            names = featurizer.feature_names
+        a = det.assess(windows, SAMPLE_RATE, network_rows=rows, network_names=names)
         out[name] = {
             "music": a.music, "p_music": round(a.music_probability, 3),
             "window_p_music": [round(float(p), 3) for p in a.window_probabilities],
@@ -1367,10 +1486,11 @@ def train_detector(data_dir: Path | None = None, out_dir: Path | None = None, *,
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_DIR
     report = evaluate_detector(data_dir, seed=seed, make=make, progress=progress) if evaluate \
         else {}
-    ws = build_windows(all_recordings(data_dir, seed), progress)
+    recordings = all_recordings(data_dir, seed)
+    ws = build_windows(recordings, progress)
     if progress:
         progress(f"fitting the final detector on {len(ws)} windows")
-    det = fit_detector(ws, make)
+    det = fit_detector(ws, make, network_rows(recordings, progress))
     now = datetime.now(UTC)
     meta = {
         "version": now.strftime("%Y%m%d-%H%M%S"),
@@ -1390,6 +1510,7 @@ def train_detector(data_dir: Path | None = None, out_dir: Path | None = None, *,
             "held_out_windows_real": report["metrics"]["windows"]["real"],
             "per_source_whole": report["metrics"]["whole"]["per_source"],
             "per_collection_whole": report.get("collections"),
+            "per_collection_whole_cues_alone": report.get("collections_cues_alone"),
             "leave_collection_out": {
                 k: {kk: vv for kk, vv in v.items() if kk != "failures"}
                 for k, v in report.get("leave_collection_out", {}).items()
@@ -1429,6 +1550,9 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("collections"):
         lines.append("per real source, cross-validated (whole clips, the pipeline's view):")
         lines += [_recall_line(s, r) for s, r in report["collections"].items()]
+    if report.get("network_check") and report.get("collections_cues_alone"):
+        lines.append("the same, cues alone (no network check):")
+        lines += [_recall_line(s, r) for s, r in report["collections_cues_alone"].items()]
     for name, s in report.get("leave_collection_out", {}).items():
         lines.append(f"leave-one-collection-out, trained {name.replace('_', ' ')} music "
                      f"(windows: music recall {s['music_recall_windows']:.3f}, median "

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from genre_core import detector_training as dt
-from genre_core.musicness import DEFAULT_DIR, N_CUES, MusicDetector
+from genre_core.musicness import N_CUES, MusicDetector
+from genre_core.pipeline import Classifier
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAS_COLLECTIONS = (DATA / "mer4q" / "labels.csv").is_file() and (
@@ -119,6 +120,41 @@ def test_leave_collection_out_never_trains_on_the_held_out_collection() -> None:
     assert "trained without mer music" in text
 
 
+def test_the_network_check_is_held_out_like_the_cues_and_joins_them_on_whole_windows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = ["gtzan", "mer", "fma", "librispeech", "esc10", "synthetic"]
+    ws = _windows(sources)
+    names = sorted(set(sources))
+    # A network row per recording: its source in column 0, music in column 1 (plus noise).
+    rng = np.random.default_rng(2)
+    rows = {str(r): np.array([names.index(str(s)), 2.0 * m + rng.standard_normal(), 0.0])
+            for r, s, m in zip(ws.recording, ws.source, ws.music, strict=True)}
+    net = dt.NetworkRows(["a", "b", "c"], rows)
+    seen: list[set[int]] = []
+    fit = dt.NetworkCheck.fit
+
+    def spy(E: np.ndarray, *args: object, **kwargs: object) -> dt.NetworkCheck:
+        seen.append({int(v) for v in np.asarray(E)[:, 0]})
+        return fit(E, *args, **kwargs)
+
+    monkeypatch.setattr(dt.NetworkCheck, "fit", spy)
+    report = dt.leave_collection_out(ws, lambda: MusicDetector(hidden=(), alpha=1.0), net=net)
+    assert len(seen) == 3 * dt.N_FOLDS
+    for i, collection in enumerate(dt.MUSIC_SOURCES):
+        assert all(names.index(collection) not in s for s in seen[i * dt.N_FOLDS:][:dt.N_FOLDS])
+        assert "recall_cues_alone" in report[f"without_{collection}"]
+
+    cv = dt.cross_validate(ws, lambda: MusicDetector(hidden=(), alpha=1.0), net=net)
+    whole = ws.whole
+    assert not np.allclose(cv["prob"][whole], cv["cues"][whole])
+    # Each whole window's P(music) is the mean of the cues' and its fold's network check's.
+    k = ws.fold == 0
+    det = dt.fit_detector(ws.subset(~k), lambda: MusicDetector(hidden=(), alpha=1.0), net)
+    sel = np.flatnonzero(k & whole)
+    expected = (cv["cues"][sel] + det.network_.proba(net.of(ws.recording[sel]))) / 2
+    np.testing.assert_allclose(cv["prob"][sel], expected, rtol=1e-9)
+
+
 # -- the shipped detector on real clips of the other collections ---------------------------------
 
 
@@ -149,11 +185,16 @@ def _clips(collection: str, column: str, tag: str, count: int) -> list[Path]:
     if HAS_COLLECTIONS else [],
     ids=lambda p: f"{p.parent.parent.name}/{p.stem}",
 )
-def test_shipped_detector_calls_real_mer_and_fma_clips_music(path: Path) -> None:
-    from genre_core.audio import analysis_windows, decode
+def test_shipped_detector_calls_real_mer_and_fma_clips_music(path: Path,
+                                                            classifier: Classifier) -> None:
+    prediction = classifier.classify(path)  # the pipeline: cues and the network check
+    assert prediction.music, f"P(music) {prediction.music_probability:.3f}"
 
-    det = MusicDetector.load(DEFAULT_DIR)
-    audio = decode(path)
-    windows = [w for _, w in analysis_windows(audio, 30.0, 6)]  # as the pipeline cuts it
-    assessment = det.assess(windows, audio.sr)
-    assert assessment.music, f"P(music) {assessment.music_probability:.3f}"
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier.load()
+
+
+def test_the_shipped_pipeline_asks_the_network_check(classifier: Classifier) -> None:
+    assert classifier.detector.hears_network(classifier.featurizer.feature_names)

@@ -24,6 +24,7 @@ from genre_core.musicness import (
     KINDS,
     N_CUES,
     MusicDetector,
+    NetworkCheck,
     cue_features,
     window_cues,
     yin,
@@ -119,6 +120,41 @@ def test_save_load_round_trip_is_exact_and_pickle_free(tmp_path: Path, hidden: t
     with np.load(tmp_path / "detector.npz", allow_pickle=False) as arrays:
         assert all(arrays[k].dtype != object for k in arrays.files)
     assert json.loads((tmp_path / "detector.json").read_text())["cue_names"] == list(CUE_NAMES)
+
+
+def toy_network_check(det: MusicDetector, n: int = 200) -> tuple[np.ndarray, list[str]]:
+    """Give ``det`` a network check whose rows say "music" in column 0; return some rows."""
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal((n, 6))
+    names = [f"net_{i}" for i in range(6)]
+    det.network_ = NetworkCheck.fit(E, (E[:, 0] > 0).astype(int), names, C=10.0)
+    return E, names
+
+
+def test_the_network_check_is_saved_loaded_and_joins_the_cues_only_for_its_features(
+        tmp_path: Path) -> None:
+    det, _ = toy_detector()
+    E, names = toy_network_check(det)
+    det.save(tmp_path)
+    loaded = MusicDetector.load(tmp_path)
+    assert loaded.network_ is not None and loaded.hears_network(names)
+    np.testing.assert_allclose(loaded.network_.proba(E), det.network_.proba(E), rtol=1e-12)
+    assert not loaded.hears_network(names[::-1])  # another featurizer's rows: cues alone
+    assert "network check" in loaded.metadata_["decision_rule"]
+
+    # Three 4-s windows: the cues hear a tone (not music); the network's rows say music for
+    # the first two windows and not for the last.
+    windows = [tone(440.0, 4.0)] * 3
+    rows = np.zeros((3, 6))
+    rows[:, 0] = [4.0, 4.0, -4.0]
+    cues_alone = loaded.assess(windows, SR)
+    joined = loaded.assess(windows, SR, network_rows=rows, network_names=names)
+    net = loaded.network_.proba(rows)
+    np.testing.assert_allclose(joined.window_probabilities,
+                               (cues_alone.window_probabilities + net) / 2, rtol=1e-12)
+    assert net[0] > 0.9 and net[2] < 0.1
+    ignored = loaded.assess(windows, SR, network_rows=rows, network_names=names[::-1])
+    np.testing.assert_allclose(ignored.window_probabilities, cues_alone.window_probabilities)
 
 
 def test_toy_detector_learns_its_rule() -> None:
