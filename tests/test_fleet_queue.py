@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from conftest import ROOT, STUB_WEIGHTS, StartBot, make_stub_artifact, music_lik
 from fake_discord import FakeDiscord
 from synth import encode, wav_bytes
 
+from bench import servers
 from bot.client import default_jobs
 from genre_core.audio import decode
 from genre_core.errors import GenreError, ModelError, NotAudioError
@@ -53,53 +53,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A real redis-server on a free loopback port, persisting to its own directory."""
+class RedisServer(servers.RedisServer):
+    """The tests' Redis: append-only (it survives a restart, as in production); a server that
+    cannot start skips the test, saying why."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(directory, appendonly=True)
 
     def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
-             "--protected-mode", "no"],
-            stdout=(self.directory / "redis.log").open("ab"), stderr=subprocess.STDOUT,
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    pytest.skip(f"redis-server could not start: {log}")
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        """A clean shutdown: Redis writes its append-only file, as on a restart in production."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(redis.RedisError):
-            redis.Redis.from_url(self.url).shutdown()
         try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+            super().start()
+        except RuntimeError as error:
+            pytest.skip(str(error))
 
 
 class Worker:

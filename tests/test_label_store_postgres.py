@@ -159,7 +159,7 @@ async def test_bots_starting_together_on_a_new_database_agree(
 
 
 async def test_an_unreachable_server_is_answered_in_words() -> None:
-    from fleet_servers import free_port
+    from bench.servers import free_port
 
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
     started = time.monotonic()

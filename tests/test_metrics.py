@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 from conftest import assert_clean, load_hanging_stub, load_stub, make_stub_artifact, music_like
-from fleet_servers import free_port
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from synth import wav_bytes
 from test_community_labels import answer_text, controls, drop
 
+from bench.servers import free_port
 from genre_core import metrics
 from genre_core.jobs import BusyError, JobTimeoutError, ProcessJobs, ThreadJobs
 
