@@ -87,18 +87,24 @@ def test_cli_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
-@pytest.mark.skipif(not (DATA_DIR / "gtzan" / "splits").is_dir(), reason="no GTZAN splits")
-def test_cli_evaluate_json_fault_filtered(tmp_path: Path) -> None:
-    # The published table with a handful of tracks' audio beside it: the protocol and its
-    # 290 test tracks are whole, without extracting 550 tracks' features (minutes on a clean
-    # clone; the full run is `genre evaluate`).
-    gtzan = tmp_path / "gtzan"
+@pytest.fixture
+def table_data(tmp_path: Path) -> Path:
+    """The published feature table and split with a handful of tracks' audio beside it: the
+    table family's protocols and its 1,000 tracks are whole, without extracting 550 tracks'
+    features from audio (minutes on a clean clone; the full runs are `genre evaluate` and
+    `genre train`)."""
+    gtzan = tmp_path / "data" / "gtzan"
     (gtzan / "audio").mkdir(parents=True)
     for name in ("features_30_sec.csv", "splits"):
         (gtzan / name).symlink_to(DATA_DIR / "gtzan" / name)
     for path in sorted(GTZAN_AUDIO.glob("*"))[::100]:
         (gtzan / "audio" / path.name).symlink_to(path)
-    result = genre_cli("evaluate", "--data", str(tmp_path), "--protocol", "fault-filtered",
+    return tmp_path / "data"
+
+
+@pytest.mark.skipif(not (DATA_DIR / "gtzan" / "splits").is_dir(), reason="no GTZAN splits")
+def test_cli_evaluate_json_fault_filtered(table_data: Path) -> None:
+    result = genre_cli("evaluate", "--data", str(table_data), "--protocol", "fault-filtered",
                        "--epochs", "3", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -117,11 +123,12 @@ def test_table_family_is_still_selectable() -> None:
 
 
 @pytest.mark.skipif(not (DATA_DIR / "gtzan" / "splits").is_dir(), reason="no GTZAN splits")
-def test_retrain_refits_calibration_and_thresholds_with_the_model(tmp_path: Path) -> None:
+def test_retrain_refits_calibration_and_thresholds_with_the_model(tmp_path: Path,
+                                                                   table_data: Path) -> None:
     from genre_core.training import retrain
 
-    metrics = retrain(DATA_DIR, tmp_path, family="table", epochs=3)
-    saved = Classifier.load(tmp_path).model.metadata_
+    metrics = retrain(table_data, tmp_path / "model", family="table", epochs=3)
+    saved = Classifier.load(tmp_path / "model").model.metadata_
     assert metrics["temperature"] == saved["calibration"]["temperature"] > 0
     assert metrics["ece"] == saved["calibration"]["ece_after"]
     assert 0 < metrics["ece_floor"] < 0.1  # 1,000 held-out tracks
