@@ -147,3 +147,41 @@ def learning_curve_chart(report: dict[str, Any], out: Path, max_genres: int = 7)
                  f"(mean ± sd over {len(report['seeds'])} seeds; other artists tested)",
                  fontsize=10)
     return _save(fig, plt, out)
+
+
+def detector_chart(collections: dict[str, dict[str, Any]],
+                   cues_alone: dict[str, dict[str, Any]] | None, out: Path) -> Path:
+    """Per real source, the share of held-out whole clips the music detector called right
+    (music recall for a collection, not-music recall for speech and sounds), with and without
+    the network check, against the targets (:func:`detector_training.recall_by_source`)."""
+    from genre_core.detector_training import (
+        REAL_SOURCES,
+        TARGET_MUSIC_RECALL,
+        TARGET_NOT_MUSIC_RECALL,
+    )
+
+    plt = _pyplot()
+    names = [s for s in REAL_SOURCES if s in collections]  # music first
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    x = np.arange(len(names))
+
+    def shares(table: dict[str, dict[str, Any]]) -> list[float]:
+        return [table[n].get("music_recall", table[n].get("not_music_recall", 0.0))
+                for n in names]
+
+    if cues_alone:
+        ax.bar(x - 0.2, shares(cues_alone), 0.4, label="cues alone", color="#bbbbbb")
+    ax.bar(x + (0.2 if cues_alone else 0), shares(collections), 0.4,
+           label="cues + network (shipped)")
+    for i, n in enumerate(names):
+        target = TARGET_MUSIC_RECALL if "music_recall" in collections[n] else \
+            TARGET_NOT_MUSIC_RECALL
+        ax.hlines(target, i - 0.45, i + 0.45, color="black", linestyle=":", linewidth=1)
+    labels = [f"{n}\n({'music' if 'music_recall' in collections[n] else 'not music'})"
+              for n in names]
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0.85, 1.0)
+    ax.set_ylabel("held-out clips called right")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("is it music? 5 folds, whole sources held out (dotted: the targets)")
+    return _save(fig, plt, out)

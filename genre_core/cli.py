@@ -69,11 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     detector.add_argument("--out", type=Path, default=None, help="default: models/detector")
     detector.add_argument("--data", type=Path, default=None)
     detector.add_argument("--seed", type=int, default=0)
+    detector.add_argument("--charts", type=Path, default=None,
+                          help="write detector.png (held-out recall per source) here")
     detector.set_defaults(run=_train_detector)
 
     check = sub.add_parser("evaluate-detector", help="measure the detector on held-out sources")
     check.add_argument("--data", type=Path, default=None)
     check.add_argument("--json", action="store_true")
+    check.add_argument("--charts", type=Path, default=None,
+                       help="write detector.png (held-out recall per source) here")
     check.set_defaults(run=_evaluate_detector)
 
     embed = sub.add_parser("embed", help="fill the network's cache for every collection's clips")
@@ -271,6 +275,7 @@ def _train_detector(args: argparse.Namespace) -> int:
     from genre_core.detector_training import format_report, train_detector
 
     meta = train_detector(args.data, args.out, seed=args.seed, progress=_progress)
+    _detector_chart(meta["report"], args.charts)
     print(format_report(meta["report"]))
     return 0
 
@@ -279,8 +284,18 @@ def _evaluate_detector(args: argparse.Namespace) -> int:
     from genre_core.detector_training import evaluate_detector, format_report
 
     report = evaluate_detector(args.data, progress=_progress)
+    _detector_chart(report, args.charts)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
+
+
+def _detector_chart(report: dict[str, Any], out_dir: Path | None) -> None:
+    if out_dir is not None and report.get("collections"):
+        from genre_core.charts import detector_chart
+
+        cues_alone = report.get("collections_cues_alone") if report.get("network_check") else None
+        path = detector_chart(report["collections"], cues_alone, Path(out_dir) / "detector.png")
+        _progress(f"wrote {path}")
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -198,3 +198,13 @@ def classifier() -> Classifier:
 
 def test_the_shipped_pipeline_asks_the_network_check(classifier: Classifier) -> None:
     assert classifier.detector.hears_network(classifier.featurizer.feature_names)
+
+
+def test_the_shipped_detectors_held_out_recall_is_charted(tmp_path: Path) -> None:
+    from genre_core import charts
+
+    metrics = MusicDetector.load().metadata_["metrics"]
+    both, alone = metrics["per_collection_whole"], metrics["per_collection_whole_cues_alone"]
+    assert set(both) == set(alone) == set(dt.REAL_SOURCES)
+    out = charts.detector_chart(both, alone, tmp_path / "detector.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
