@@ -108,9 +108,12 @@ def synthetic_material(rng: np.random.Generator) -> Material:
 
 @pytest.fixture
 def small_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small head for small material: 20 epochs, not repeated up to the full recipe's 1,000
+    optimiser steps (what these tests check needs far fewer)."""
     monkeypatch.setattr(crosscollection, "HEAD",
                         {"hidden": (16,), "dropout": 0.1, "l2": 0.0, "epochs": 20,
                          "batch_size": 32})
+    monkeypatch.setattr(crosscollection, "MIN_STEPS", 0)
 
 
 def test_every_protocol_holds_out_what_it_says(tmp_path: Path, small_head: None) -> None:
