@@ -34,9 +34,28 @@ def cached_arrays(
     """
     with path.open("rb") as handle:
         content = hashlib.file_digest(handle, "sha256").hexdigest()
-    digest = hashlib.sha256(f"{key}|{path.name}|{content}".encode())
-    target = cache_dir() / key / f"{digest.hexdigest()[:24]}.npz"
-    _adopt_stat_keyed(key, path, target)
+    target = _target(key, f"{path.name}|{content}")
+    if not target.is_file():
+        _adopt_stat_keyed(key, path, target)
+    return _stored_or_computed(target, compute)
+
+
+def cached_named(
+    key: str, name: str, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Like :func:`cached_arrays`, for what is not one file (a synthesised sound, a mix): memoised
+    by ``key`` and a ``name`` that says exactly how it is made."""
+    return _stored_or_computed(_target(key, name), compute)
+
+
+def _target(key: str, identity: str) -> Path:
+    digest = hashlib.sha256(f"{key}|{identity}".encode())
+    return cache_dir() / key / f"{digest.hexdigest()[:24]}.npz"
+
+
+def _stored_or_computed(
+    target: Path, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     if target.is_file():
         with np.load(target) as stored:
             return dict(stored)
@@ -44,15 +63,13 @@ def cached_arrays(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
-    os.replace(tmp, target)
+    os.replace(tmp, target)  # atomic: a reader never sees half an entry
     return arrays
 
 
 def _adopt_stat_keyed(key: str, path: Path, target: Path) -> None:
     """Move an entry written under the old key (path, size and modification time) to its
     content key, so that existing caches are not rebuilt. (Remove once old caches are gone.)"""
-    if target.is_file():
-        return
     stat = path.stat()
     old = hashlib.sha256(f"{key}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     legacy = target.with_name(f"{old.hexdigest()[:24]}.npz")

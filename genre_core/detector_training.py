@@ -57,7 +57,7 @@ import numpy as np
 
 from genre_core import corpora
 from genre_core.audio import Audio, analysis_windows, decode
-from genre_core.cache import cache_dir
+from genre_core.cache import cache_dir, cached_named
 from genre_core.data import AUDIO_EXTENSIONS, default_data_dir, track_id
 from genre_core.errors import DataMissingError
 from genre_core.musicness import (
@@ -928,16 +928,12 @@ def network_rows(recordings: Sequence[Recording], progress: Progress | None = No
             rows[rec.key] = featurizer.featurize(
                 {name: value[:WHOLE_PATCHES] for name, value in embedding.items()})
             continue
-        digest = hashlib.sha256(f"{NETWORK_CACHE_KEY}|{rec.key}".encode()).hexdigest()[:24]
-        target = cache_dir() / NETWORK_CACHE_KEY / f"{digest}.npz"
-        if not target.is_file():
+
+        def embedded(rec: Recording = rec) -> dict[str, np.ndarray]:
             y = rec.load()[: int(MAX_WINDOW_S * SAMPLE_RATE)]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.stem}.tmp.npz")
-            np.savez(tmp, x=featurizer.featurize(featurizer.embed(y, SAMPLE_RATE)))
-            tmp.replace(target)
-        with np.load(target) as stored:
-            rows[rec.key] = stored["x"]
+            return {"x": featurizer.featurize(featurizer.embed(y, SAMPLE_RATE))}
+
+        rows[rec.key] = cached_named(NETWORK_CACHE_KEY, rec.key, embedded)["x"]
     return NetworkRows(list(featurizer.feature_names), rows)
 
 

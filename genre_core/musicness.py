@@ -819,12 +819,6 @@ class MusicDetector:
         """Whether the detector has a :class:`NetworkCheck` for rows with these feature names."""
         return self.network_ is not None and list(feature_names) == self.network_.feature_names
 
-    def with_network(self, window_probs: np.ndarray, network_rows: np.ndarray) -> np.ndarray:
-        """Window P(music) of the cues together with the network check's (see :func:`joint`)."""
-        if self.network_ is None:
-            return np.asarray(window_probs, dtype=np.float64)
-        return joint(window_probs, self.network_.proba(network_rows))
-
     def assess(self, windows: Sequence[np.ndarray], sr: int,
                network_rows: np.ndarray | None = None,
                network_names: Sequence[str] = ()) -> MusicAssessment:
@@ -850,8 +844,9 @@ class MusicDetector:
         cues, owner = self._segment_cues(windows, sr)
         n = len(windows)
         probs = _per_window(self.predict_proba(cues)[:, 1], owner, n)
-        if network_rows is not None and self.hears_network(network_names):
-            probs = self.with_network(probs, network_rows)
+        if network_rows is not None and self.network_ is not None \
+                and self.hears_network(network_names):
+            probs = joint(probs, self.network_.proba(network_rows))
         kinds = _per_window(self.kind_proba(cues), owner, n)
         music, probability, sounds_like = self.decide(probs, kinds)
         return MusicAssessment(

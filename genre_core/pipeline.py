@@ -136,7 +136,7 @@ class Classifier:
             clock = time.perf_counter()
             assessment = self.detector.assess(
                 [w for _, w in windows], audio.sr, network_rows=X,
-                network_names=getattr(self.featurizer, "feature_names", ()))
+                network_names=self.featurizer.feature_names)
             music, music_probability = assessment.music, assessment.music_probability
             sounds_like, window_music = assessment.sounds_like, assessment.window_probabilities
             timings["music_check"] = _since(clock)
